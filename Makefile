@@ -1,0 +1,39 @@
+# Set-up and the two entry points: `make demo` and `make test`.
+# TORCH pins the CPU wheel this project's machines carry; elsewhere override it, e.g.
+# `make test TORCH=torch`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TORCH ?= torch==2.13.0
+STAMP := $(VENV)/.sfc-relp-installed
+SHARED ?= ../shared
+PYTEST_ARGS ?=
+
+.PHONY: install demo test test-fast clean
+
+install: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -e ".[test]"
+	$(BIN)/python -m pip install -q --no-deps dictionary-learning==0.1.0
+	@command -v dot >/dev/null 2>&1 || sh scripts/install-graphviz.sh || \
+		echo "note: graphviz 'dot' not installed; diagrams will be written as .dot only"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/sfc-relp zoo random --out data/demo --small --width 1024 \
+		--tokenizer $(SHARED)/data/gpt-neox-20b-tokenizer.json
+	$(BIN)/sfc-relp trace --model data/demo/random-pythia --dictionaries data/demo/dictionaries \
+		--dataset rc --n-examples 8
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -ra $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -ra -m "not slow" $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) data build *.egg-info

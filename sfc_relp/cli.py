@@ -1,0 +1,139 @@
+"""The `sfc-relp` command line: a thin layer over the library.
+
+Every user mistake surfaces as a UserError: one line on stderr, exit code 1, no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+
+from . import __version__
+from .errors import UserError
+
+
+def _add_model_args(parser: argparse.ArgumentParser) -> None:
+    from .loading import DEFAULT_MODEL
+
+    parser.add_argument("--model", default=DEFAULT_MODEL,
+                        help=f"bundled model name, local HF directory or cached HF id (default {DEFAULT_MODEL})")
+    parser.add_argument("--dictionaries", default=None,
+                        help="root of SAE dictionaries in Marks et al.'s layout (default: the project's dictionaries/)")
+    parser.add_argument("--dict-id", default=None, help="which <id>_<width> dictionary to use when several exist")
+    parser.add_argument("--neurons", action="store_true", help="use neurons (identity dictionaries) instead of SAEs")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def _load(args):
+    import torch
+
+    from .dictionaries import dictionaries_for
+    from .loading import load_model
+
+    torch.manual_seed(args.seed)
+    model = load_model(args.model, device=args.device, dtype=args.dtype)
+    dictionaries = dictionaries_for(model, args.dictionaries, args.dict_id, args.neurons)
+    return model, dictionaries
+
+
+def cmd_datasets_build(args) -> None:
+    from .datasets import build_all
+
+    for path in build_all(args.out, args.n_train, args.n_test, args.seed):
+        print(path)
+
+
+def cmd_trace(args) -> None:
+    """Splice every dictionary into one forward and report what each submodule holds."""
+    import torch
+
+    from .datasets import load_task
+    from .loading import hf_model
+    from .tracing import run_spliced, tokenize
+
+    model, dictionaries = _load(args)
+    data = load_task(args.dataset, "test", args.n_examples, args.seed, model.tokenizer)
+    inputs = tokenize(model.tokenizer, data["clean_prefix"], args.device)
+    with torch.no_grad():
+        plain = hf_model(model)(**inputs).logits
+    run = run_spliced(model, dictionaries, inputs, grad=False)
+    print(f"model {args.model}: {len(dictionaries)} dictionaries spliced, "
+          f"{len(data)} prompts of {args.dataset}")
+    print(f"max |logit change| from splicing: {(run.logits - plain).abs().max().item():.2e}")
+    print(f"{'submodule':<10} {'width':>7} {'mean L0':>9} {'error share':>12}")
+    for name, node in run.nodes.items():
+        mask = inputs["attention_mask"].bool()
+        l0 = (node.features[mask] != 0).sum(-1).float().mean().item()
+        share = (node.error[mask].norm(dim=-1) / node.input[mask].norm(dim=-1).clamp_min(1e-12)).mean().item()
+        print(f"{name:<10} {node.features.shape[-1]:>7} {l0:>9.1f} {share:>12.3f}")
+
+
+def cmd_zoo_random(args) -> None:
+    from transformers import AutoConfig
+
+    from .random_model import load_tokenizer_file, save_random_dictionaries, save_random_model
+
+    tokenizer = load_tokenizer_file(args.tokenizer)
+    overrides = {}
+    if args.small:
+        overrides = dict(hidden_size=64, num_attention_heads=4, intermediate_size=256)
+    model_dir = save_random_model(f"{args.out}/{args.name}", tokenizer, args.seed, **overrides)
+    config = AutoConfig.from_pretrained(model_dir)
+    root = save_random_dictionaries(f"{args.out}/dictionaries", args.name, config, args.width, args.seed)
+    print(f"model: {model_dir}\ndictionaries: {root}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sfc-relp", description=(
+        "Sparse feature circuits with relevance patching (RelP) for Pythia-architecture models."))
+    parser.add_argument("--version", action="version", version=f"sfc-relp {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    datasets = commands.add_parser("datasets", help="build the template datasets as JSONL")
+    datasets_commands = datasets.add_subparsers(dest="datasets_command", metavar="ACTION", required=True)
+    build = datasets_commands.add_parser("build", help="write {family}_{split}.jsonl for every task family")
+    build.add_argument("--out", default="data", help="output directory (default data/)")
+    build.add_argument("--n-train", type=int, default=512)
+    build.add_argument("--n-test", type=int, default=128)
+    build.add_argument("--seed", type=int, default=0)
+    build.set_defaults(func=cmd_datasets_build)
+
+    trace = commands.add_parser("trace", help="splice every SAE into one forward and summarise the nodes")
+    _add_model_args(trace)
+    trace.add_argument("--dataset", default="rc", help="task family or JSONL file (default rc)")
+    trace.add_argument("--n-examples", type=int, default=8)
+    trace.set_defaults(func=cmd_trace)
+
+    zoo = commands.add_parser("zoo", help="models and dictionaries made by the project")
+    zoo_commands = zoo.add_subparsers(dest="zoo_command", metavar="ACTION", required=True)
+    random_ = zoo_commands.add_parser("random", help="save a random-weight Pythia-70M-shaped model and SAEs")
+    random_.add_argument("--out", required=True)
+    random_.add_argument("--name", default="random-pythia")
+    random_.add_argument("--tokenizer", default="../shared/data/gpt-neox-20b-tokenizer.json")
+    random_.add_argument("--width", type=int, default=32768)
+    random_.add_argument("--small", action="store_true", help="d_model 64 instead of Pythia-70M's 512")
+    random_.add_argument("--seed", type=int, default=0)
+    random_.set_defaults(func=cmd_zoo_random)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    warnings.filterwarnings("ignore")
+    try:
+        args.func(args)
+    except UserError as exc:
+        print(f"sfc-relp: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("sfc-relp: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

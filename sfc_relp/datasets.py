@@ -1,0 +1,210 @@
+"""Task datasets: generated from templates, held as HF `datasets`, read/written as JSONL.
+
+Schema (Marks et al.'s, so their published files load as they are): `clean_prefix`,
+`patch_prefix`, `clean_answer`, `patch_answer` (answers with a leading space), `case`.
+Train and test splits are disjoint by prompt pair: a stable hash of the pair picks the split,
+so a test prompt is never a training prompt whatever the sizes asked for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import tempfile
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from datasets import Dataset
+
+from . import templates as T
+from .errors import UserError
+
+COLUMNS = ("clean_prefix", "patch_prefix", "clean_answer", "patch_answer", "case")
+TEST_PERCENT = 20
+SPLITS = ("train", "test")
+
+
+def _agreement(rng: random.Random, family: str) -> dict:
+    number = rng.randrange(2)  # 0: singular clean subject, 1: plural
+    other = 1 - number
+    noun = rng.choice(T.NOUNS)
+    aux = rng.choice(T.AUXILIARIES)
+    case = ("singular", "plural")[number]
+    if family == "simple":
+        clean, patch = f"The {noun[number]}", f"The {noun[other]}"
+        return _row(clean, patch, aux[number], aux[other], case)
+    inner = rng.choice(T.NOUNS)
+    inner_number = rng.randrange(2)
+    if family == "nounpp":
+        tail = f" {rng.choice(T.PREPOSITIONS)} the {inner[inner_number]}"
+        return _row(f"The {noun[number]}{tail}", f"The {noun[other]}{tail}",
+                    aux[number], aux[other], case)
+    verb = rng.choice(T.RC_VERBS)
+    if family == "rc":
+        tail = f" that the {inner[inner_number]} {verb[inner_number]}"
+        return _row(f"The {noun[number]}{tail}", f"The {noun[other]}{tail}",
+                    aux[number], aux[other], case)
+    if family == "within_rc":
+        head = f"The {noun[rng.randrange(2)]} that the "
+        return _row(head + inner[inner_number], head + inner[1 - inner_number],
+                    verb[inner_number], verb[1 - inner_number],
+                    ("singular", "plural")[inner_number])
+    raise ValueError(family)
+
+
+def _ioi(rng: random.Random) -> dict:
+    name, template = rng.choice(sorted(T.IOI_TEMPLATES.items()))
+    a, b = rng.sample(T.NAMES, 2)
+    place, obj = rng.choice(T.PLACES), rng.choice(T.OBJECTS)
+    clean = template.format(A=a, B=b, PLACE=place, OBJECT=obj)
+    patch = template.format(A=b, B=a, PLACE=place, OBJECT=obj)
+    return _row(clean, patch, a, b, name)
+
+
+def _row(clean: str, patch: str, clean_answer: str, patch_answer: str, case: str) -> dict:
+    return {"clean_prefix": clean, "patch_prefix": patch, "clean_answer": " " + clean_answer,
+            "patch_answer": " " + patch_answer, "case": case}
+
+
+def split_of(row: dict) -> str:
+    """'test' or 'train' for a prompt pair, from a hash of the unordered pair of prefixes."""
+    key = "\n".join(sorted((row["clean_prefix"], row["patch_prefix"])))
+    bucket = int(hashlib.sha256(key.encode()).hexdigest(), 16) % 100
+    return "test" if bucket < TEST_PERCENT else "train"
+
+
+def generate(family: str, split: str, n: int, seed: int = 0) -> Dataset:
+    """Up to `n` distinct examples of `family` in `split`, seeded (fewer if the family runs out)."""
+    if family not in T.FAMILIES:
+        raise UserError(f"unknown dataset {family!r}; choose one of {', '.join(T.FAMILIES)} "
+                        "or pass a .jsonl file")
+    if split not in SPLITS:
+        raise UserError(f"unknown split {split!r}; choose train or test")
+    rng = random.Random(f"{family}/{split}/{seed}")
+    rows, seen = [], set()
+    for _ in range(200 * n):
+        row = _ioi(rng) if family == "ioi" else _agreement(rng, family)
+        key = (row["clean_prefix"], row["clean_answer"])
+        if key in seen or split_of(row) != split:
+            continue
+        seen.add(key)
+        rows.append(row)
+        if len(rows) == n:
+            break
+    return Dataset.from_list(rows)
+
+
+def read_jsonl(path) -> Dataset:
+    """A dataset from a JSONL file in Marks et al.'s schema; errors name the bad line."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"dataset file {path} does not exist")
+    rows = []
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise UserError(f"{path}, line {number}: not valid JSON ({exc.msg})") from None
+            if not isinstance(row, dict):
+                raise UserError(f"{path}, line {number}: expected a JSON object")
+            missing = [c for c in COLUMNS[:4] if not isinstance(row.get(c), str)]
+            if missing:
+                raise UserError(f"{path}, line {number}: missing or non-string "
+                                f"{', '.join(missing)}")
+            rows.append({c: str(row.get(c, "")) for c in COLUMNS})
+    if not rows:
+        raise UserError(f"{path} holds no examples")
+    return Dataset.from_list(rows)
+
+
+def write_jsonl(dataset: Dataset, path) -> Path:
+    """Write `dataset` as JSONL atomically (temp file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            for row in dataset:
+                handle.write(json.dumps({c: row[c] for c in COLUMNS}) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+@dataclass
+class ValidationReport:
+    """How many examples survived validation and why the others were dropped."""
+
+    kept: int
+    dropped: Counter = field(default_factory=Counter)
+
+    def __str__(self) -> str:
+        if not self.dropped:
+            return f"kept all {self.kept} examples"
+        reasons = ", ".join(f"{n} {why}" for why, n in self.dropped.most_common())
+        return f"kept {self.kept} examples, dropped {sum(self.dropped.values())} ({reasons})"
+
+
+def validate(dataset: Dataset, tokenizer, min_examples: int = 1) -> tuple[Dataset, ValidationReport]:
+    """Keep examples whose answers are single tokens and whose prefixes tokenize equally long.
+
+    Raises UserError when fewer than `min_examples` remain; never returns None.
+    """
+    report = ValidationReport(kept=0)
+    keep = []
+    for i, row in enumerate(dataset):
+        reason = _problem(row, tokenizer)
+        if reason:
+            report.dropped[reason] += 1
+        else:
+            keep.append(i)
+    report.kept = len(keep)
+    if report.kept < min_examples:
+        raise UserError(f"only {report.kept} usable examples, need at least {min_examples}: "
+                        f"{report}")
+    return dataset.select(keep), report
+
+
+def _n_tokens(tokenizer, text: str) -> int:
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def _problem(row: dict, tokenizer) -> str | None:
+    for key in ("clean_answer", "patch_answer"):
+        if _n_tokens(tokenizer, row[key]) != 1:
+            return "multi-token answer"
+    if _n_tokens(tokenizer, row["clean_prefix"]) != _n_tokens(tokenizer, row["patch_prefix"]):
+        return "clean/patch prefix length mismatch"
+    return None
+
+
+def load_task(name_or_path: str, split: str = "test", n: int | None = None, seed: int = 0,
+              tokenizer=None, min_examples: int = 1) -> Dataset:
+    """A task by family name (generated) or JSONL path, validated when a tokenizer is given."""
+    if str(name_or_path).endswith(".jsonl") or Path(name_or_path).is_file():
+        dataset = read_jsonl(name_or_path)
+        if n is not None:
+            dataset = dataset.select(range(min(n, len(dataset))))
+    else:
+        dataset = generate(name_or_path, split, n or 128, seed)
+    if tokenizer is not None:
+        dataset, _ = validate(dataset, tokenizer, min_examples)
+    return dataset
+
+
+def build_all(out_dir, n_train: int = 512, n_test: int = 128, seed: int = 0) -> list[Path]:
+    """Write `{family}_{split}.jsonl` for every family and split into `out_dir`."""
+    paths = []
+    for family in T.FAMILIES:
+        for split, n in (("train", n_train), ("test", n_test)):
+            paths.append(write_jsonl(generate(family, split, n, seed),
+                                     Path(out_dir) / f"{family}_{split}.jsonl"))
+    return paths
