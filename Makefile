@@ -24,10 +24,8 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/sfc-relp zoo random --out data/demo --small --width 1024 \
-		--tokenizer $(SHARED)/data/gpt-neox-20b-tokenizer.json
-	$(BIN)/sfc-relp trace --model data/demo/random-pythia --dictionaries data/demo/dictionaries \
-		--dataset rc --n-examples 8
+	$(BIN)/sfc-relp trace --dataset rc --n-examples 8
+	$(BIN)/sfc-relp zoo report
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -ra $(PYTEST_ARGS)

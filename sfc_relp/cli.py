@@ -86,6 +86,40 @@ def cmd_zoo_random(args) -> None:
     print(f"model: {model_dir}\ndictionaries: {root}")
 
 
+def cmd_zoo_train(args) -> None:
+    from .dictionaries import DEFAULT_ROOT
+    from .loading import ZOO_DIR
+    from .training.bundle import train_bundle
+
+    model_dir = args.model_dir or ZOO_DIR / args.name
+    result = train_bundle(model_dir, args.dictionaries or DEFAULT_ROOT, args.name, args.budget,
+                          args.seed)
+    print(f"model: {result['model']}\ndictionaries: {result['dictionaries']}\n"
+          f"took {result['seconds']:.0f}s")
+
+
+def cmd_zoo_report(args) -> None:
+    import json
+
+    from .loading import hf_model
+    from .training.bundle import REPORT_SEED
+    from .training.corpus import build_corpus
+    from .training.quality import bundle_report
+
+    model, dictionaries = _load(args)
+    report = bundle_report(hf_model(model), model.tokenizer, dictionaries,
+                           build_corpus(args.n_sentences, REPORT_SEED))
+    if args.json:
+        print(json.dumps(report))
+        return
+    print("task accuracy on held-out test splits (logit clean answer > logit patch answer)")
+    for family, value in report["accuracy"].items():
+        print(f"  {family:<10} {value:.3f}")
+    print(f"{'dictionary':<10} {'FVE':>7} {'L0':>7} {'dead':>7} {'loss rec.':>10}")
+    for name, q in report["dictionaries"].items():
+        print(f"{name:<10} {q['fve']:>7.3f} {q['l0']:>7.1f} {q['dead']:>7.3f} {q['loss_recovered']:>10.3f}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sfc-relp", description=(
         "Sparse feature circuits with relevance patching (RelP) for Pythia-architecture models."))
@@ -109,6 +143,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     zoo = commands.add_parser("zoo", help="models and dictionaries made by the project")
     zoo_commands = zoo.add_subparsers(dest="zoo_command", metavar="ACTION", required=True)
+    train = zoo_commands.add_parser("train", help="recreate the bundled model and its 19 SAEs (seeded)")
+    train.add_argument("--name", default="tiny-pythia")
+    train.add_argument("--budget", choices=["full", "mini"], default="full",
+                       help="full: the shipped bundle; mini: a seconds-long smoke run")
+    train.add_argument("--model-dir", default=None, help="where to write the model (default: the package zoo)")
+    train.add_argument("--dictionaries", default=None, help="dictionary root (default: the project's dictionaries/)")
+    train.add_argument("--seed", type=int, default=0)
+    train.set_defaults(func=cmd_zoo_train)
+
+    report = zoo_commands.add_parser("report", help="task accuracy and SAE quality of a model and its SAEs")
+    _add_model_args(report)
+    report.add_argument("--n-sentences", type=int, default=1000, help="held-out corpus size for SAE metrics")
+    report.add_argument("--json", action="store_true", help="print one JSON object")
+    report.set_defaults(func=cmd_zoo_report)
+
     random_ = zoo_commands.add_parser("random", help="save a random-weight Pythia-70M-shaped model and SAEs")
     random_.add_argument("--out", required=True)
     random_.add_argument("--name", default="random-pythia")

@@ -1,0 +1,162 @@
+"""What every attribution backend shares: the task batch, the metric, node effects, and the
+one call signature (captum's style): `Method(model, dictionaries, metric).attribute(batch)`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from ..errors import UserError
+from ..tracing import SplicedRun, run_spliced, tokenize
+
+AGGREGATIONS = ("sum", "none")
+
+
+@dataclass
+class TaskBatch:
+    """Clean and patch prompts (equal token lengths per example) with their answer ids."""
+
+    clean: dict[str, torch.Tensor]
+    patch: dict[str, torch.Tensor]
+    clean_answer: torch.Tensor
+    patch_answer: torch.Tensor
+
+    @classmethod
+    def from_rows(cls, tokenizer, rows, device="cpu") -> "TaskBatch":
+        """From dataset rows (a dict of columns or a list of dicts) in Marks et al.'s schema."""
+        if isinstance(rows, list):
+            rows = {k: [r[k] for r in rows] for k in rows[0]}
+        clean = tokenize(tokenizer, rows["clean_prefix"], device)
+        patch = tokenize(tokenizer, rows["patch_prefix"], device)
+        if clean["input_ids"].shape != patch["input_ids"].shape or \
+                not torch.equal(clean["attention_mask"], patch["attention_mask"]):
+            raise UserError("clean and patch prefixes must tokenize to equal lengths per example; "
+                            "validate the dataset first (sfc_relp.datasets.validate)")
+
+        def answer_ids(answers):
+            ids = [tokenizer(a, add_special_tokens=False)["input_ids"] for a in answers]
+            bad = [a for a, i in zip(answers, ids) if len(i) != 1]
+            if bad:
+                raise UserError(f"answer {bad[0]!r} is not a single token; validate the dataset first")
+            return torch.tensor([i[0] for i in ids], device=device)
+        return cls(clean, patch, answer_ids(rows["clean_answer"]), answer_ids(rows["patch_answer"]))
+
+    def __len__(self) -> int:
+        return self.clean["input_ids"].shape[0]
+
+    def repeat(self, n: int) -> "TaskBatch":
+        """The batch tiled n times along the example axis (copy k at rows k*B..(k+1)*B-1)."""
+        tile = lambda d: {k: v.repeat(n, *([1] * (v.dim() - 1))) for k, v in d.items()}
+        return TaskBatch(tile(self.clean), tile(self.patch), self.clean_answer.repeat(n),
+                         self.patch_answer.repeat(n))
+
+
+Metric = Callable[[torch.Tensor, TaskBatch], torch.Tensor]
+
+
+def logit_diff(logits: torch.Tensor, batch: TaskBatch) -> torch.Tensor:
+    """Per example: logit(patch answer) - logit(clean answer) at the last position."""
+    last = logits[:, -1]
+    rows = torch.arange(last.shape[0], device=last.device)
+    return last[rows, batch.patch_answer] - last[rows, batch.clean_answer]
+
+
+@dataclass
+class NodeEffects:
+    """Effects on the metric of every feature and error node.
+
+    aggregation 'none': features[s] is (batch, pos, width), errors[s] is (batch, pos).
+    aggregation 'sum': summed over positions and averaged over examples: (width,) and ().
+    `deltas` and `grads` keep what edges need: patch - clean values and the metric's
+    gradient (or propagation coefficient) at each node, per (example, position).
+    """
+
+    features: dict[str, torch.Tensor]
+    errors: dict[str, torch.Tensor]
+    aggregation: str = "none"
+
+    def aggregate(self, aggregation: str) -> "NodeEffects":
+        """Aggregated copy: 'sum' sums positions and averages examples; 'none' keeps both."""
+        if aggregation not in AGGREGATIONS:
+            raise UserError(f"unknown aggregation {aggregation!r}; use sum or none")
+        if aggregation == self.aggregation or aggregation == "none":
+            return self
+        return NodeEffects({k: v.sum(1).mean(0) for k, v in self.features.items()},
+                           {k: v.sum(1).mean(0) for k, v in self.errors.items()}, "sum")
+
+    def total(self) -> float:
+        """Sum over all nodes (summed over positions, averaged over examples)."""
+        agg = self.aggregate("sum")
+        return float(sum(v.sum() for v in agg.features.values()) +
+                     sum(v.sum() for v in agg.errors.values()))
+
+
+class Attribution:
+    """Base of every backend. Subclasses implement `node_effects` (per example and position)."""
+
+    name = "base"
+
+    def __init__(self, model, dictionaries: dict, metric: Metric = logit_diff):
+        self.model = model
+        self.dictionaries = dictionaries
+        self.metric = metric
+
+    def attribute(self, batch: TaskBatch, aggregation: str = "sum") -> NodeEffects:
+        """Effects of every node on the metric, aggregated as asked."""
+        if aggregation not in AGGREGATIONS:
+            raise UserError(f"unknown aggregation {aggregation!r}; use sum or none")
+        return self.node_effects(batch).aggregate(aggregation)
+
+    def node_effects(self, batch: TaskBatch) -> NodeEffects:
+        raise NotImplementedError
+
+    def edges(self, batch: TaskBatch, down_nodes: dict, chunk: int = 32, batched: bool = True):
+        """Edge weights into the listed downstream nodes ({submodule: ids, -1 = error})."""
+        from .edges import compute_edges
+
+        with self.rules():
+            clean, patch = self.clean_and_patch(batch, track_inputs=True)
+            feature_grads, error_grads = self.coefficients(batch, clean, patch)
+            return compute_edges(self.model, self.dictionaries, clean, patch, feature_grads,
+                                 error_grads, down_nodes, chunk, batched)
+
+    def coefficients(self, batch: TaskBatch, clean: SplicedRun, patch: SplicedRun) -> tuple[dict, dict]:
+        """Per-node coefficient multiplying (patch - clean): the metric's gradient by default."""
+        return self.gradients(clean, batch, retain_graph=True)
+
+    def rules(self):
+        """Context in which forward and backward run (LRP rules for RelP; nothing by default)."""
+        return contextlib.nullcontext()
+
+    # shared pieces
+    def clean_and_patch(self, batch: TaskBatch, track_inputs: bool = False) -> tuple[SplicedRun, SplicedRun]:
+        """The clean run (with grads) and the patch run (values only)."""
+        clean = run_spliced(self.model, self.dictionaries, batch.clean, track_inputs=track_inputs)
+        with torch.no_grad():
+            patch = run_spliced(self.model, self.dictionaries, batch.patch, grad=False)
+        return clean, patch
+
+    def gradients(self, run: SplicedRun, batch: TaskBatch, retain_graph: bool = False) -> tuple[dict, dict]:
+        """d metric / d node for every feature and error node of a run (one backward)."""
+        names = list(run.nodes)
+        value = self.metric(run.logits, batch).sum()
+        grads = torch.autograd.grad(value, [run.nodes[n].features for n in names] +
+                                    [run.nodes[n].error for n in names], retain_graph=retain_graph,
+                                    allow_unused=True)
+        fill = lambda g, t: torch.zeros_like(t) if g is None else g
+        return ({n: fill(grads[i], run.nodes[n].features) for i, n in enumerate(names)},
+                {n: fill(grads[i + len(names)], run.nodes[n].error) for i, n in enumerate(names)})
+
+
+def linear_effects(clean: SplicedRun, patch: SplicedRun, feature_grads: dict,
+                   error_grads: dict) -> NodeEffects:
+    """(patch - clean) * coefficient for features; summed over d_model for errors."""
+    features, errors = {}, {}
+    for name, node in clean.nodes.items():
+        features[name] = (patch.nodes[name].features - node.features.detach()) * feature_grads[name]
+        errors[name] = ((patch.nodes[name].error - node.error.detach()) * error_grads[name]).sum(-1)
+    return NodeEffects(features, errors, "none")

@@ -1,0 +1,1 @@
+"""Training the bundled model and its SAEs: corpus, tokenizer, LM, dictionaries, report."""

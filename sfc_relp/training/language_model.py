@@ -1,0 +1,82 @@
+"""Train the bundled Pythia-architecture LM on the synthetic corpus, and measure its tasks."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from tqdm import tqdm
+
+from ..datasets import generate
+from ..templates import FAMILIES
+from ..tracing import tokenize
+
+# Pythia-70M's architecture (parallel residual, partial rotary, GELU, untied embeddings),
+# narrower so model and 19 SAEs stay a few MB.
+TINY_PYTHIA = dict(
+    hidden_size=64, num_hidden_layers=6, num_attention_heads=4, intermediate_size=256,
+    rotary_pct=0.25, rotary_emb_base=10000, use_parallel_residual=True,
+    tie_word_embeddings=False, hidden_act="gelu", max_position_embeddings=64,
+    layer_norm_eps=1e-5, attention_dropout=0.0, hidden_dropout=0.0,
+)
+
+
+def encode_corpus(tokenizer, sentences: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded token ids and attention mask for the whole corpus."""
+    tokenizer.padding_side = "right"
+    enc = tokenizer(sentences, return_tensors="pt", padding=True)
+    return enc["input_ids"], enc["attention_mask"]
+
+
+def train_language_model(tokenizer, sentences: list[str], steps: int, batch_size: int = 64,
+                         lr: float = 3e-3, seed: int = 0, progress: bool = True, **overrides):
+    """A GPT-NeoX causal LM trained from scratch with AdamW and a cosine schedule."""
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    torch.manual_seed(seed)
+    config = GPTNeoXConfig(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                           eos_token_id=tokenizer.eos_token_id,
+                           pad_token_id=tokenizer.pad_token_id, **{**TINY_PYTHIA, **overrides})
+    model = GPTNeoXForCausalLM(config)
+    model.train()
+    ids, mask = encode_corpus(tokenizer, sentences)
+    labels = ids.masked_fill(mask == 0, -100)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
+    warmup = max(1, steps // 20)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup)
+                                                 * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    generator = torch.Generator().manual_seed(seed)
+    bar = tqdm(range(steps), desc="training LM", disable=not progress, mininterval=2)
+    for step in bar:
+        batch = torch.randint(0, len(ids), (batch_size,), generator=generator)
+        width = int(mask[batch].sum(1).max())
+        out = model(input_ids=ids[batch, :width], attention_mask=mask[batch, :width],
+                    labels=labels[batch, :width])
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        if step % 50 == 0:
+            bar.set_postfix(loss=f"{out.loss.item():.3f}")
+    return model.eval().requires_grad_(False)
+
+
+@torch.no_grad()
+def task_accuracy(model, tokenizer, family: str, split: str = "test", n: int = 256,
+                  batch_size: int = 128) -> float:
+    """Share of prompts where logit(clean answer) > logit(patch answer) at the last position."""
+    data = generate(family, split, n)
+    correct = 0
+    for start in range(0, len(data), batch_size):
+        rows = data[start:start + batch_size]
+        logits = model(**tokenize(tokenizer, rows["clean_prefix"])).logits[:, -1]
+        clean = torch.tensor([tokenizer(a, add_special_tokens=False)["input_ids"][0] for a in rows["clean_answer"]])
+        patch = torch.tensor([tokenizer(a, add_special_tokens=False)["input_ids"][0] for a in rows["patch_answer"]])
+        picked = logits.gather(1, torch.stack([clean, patch], 1))
+        correct += int((picked[:, 0] > picked[:, 1]).sum())
+    return correct / len(data)
+
+
+def accuracies(model, tokenizer, split: str = "test") -> dict[str, float]:
+    return {family: task_accuracy(model, tokenizer, family, split) for family in FAMILIES}
