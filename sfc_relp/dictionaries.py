@@ -156,3 +156,45 @@ def dictionaries_for(model, root=None, dict_id: str | None = None, neurons: bool
                 neuron_dictionaries(subs, config.hidden_size, device).items()}
     return load_dictionaries(root or DEFAULT_ROOT, model_name(model), subs, config.hidden_size,
                              dict_id, device, dtype)
+
+
+def decoder_directions(ae, ids: torch.Tensor) -> torch.Tensor:
+    """(len(ids), d) decoder vectors of features `ids`: d decode(f) / d f_i (decoders are affine)."""
+    ids = torch.as_tensor(ids, dtype=torch.long)
+    name = type(ae).__name__
+    if name == "IdentityDict":
+        return torch.eye(ae.activation_dim)[ids]
+    if name == "JumpReluAutoEncoder":
+        return ae.W_dec[ids]
+    if hasattr(ae, "decoder"):
+        return ae.decoder.weight[:, ids].T
+    basis = torch.zeros(len(ids), ae.dict_size)
+    basis[torch.arange(len(ids)), ids] = 1
+    return ae.decode(basis) - ae.decode(torch.zeros(1, ae.dict_size))
+
+
+def sparse_encode(ae, x: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """encode(x)[..., ids], with a graph only through those features' encoder rows.
+
+    Values equal the full encoding; gradients too (for TopK the membership of the top-k set is
+    piecewise constant). Edges differentiate a few downstream features this way instead of
+    pushing one-hot seeds through the whole width-F encoder.
+    """
+    ids = torch.as_tensor(ids, dtype=torch.long)
+    name = type(ae).__name__
+    if name == "IdentityDict":
+        return x[..., ids]
+    if name == "AutoEncoder":
+        return torch.relu((x - ae.bias) @ ae.encoder.weight[ids].T + ae.encoder.bias[ids])
+    if name == "JumpReluAutoEncoder":
+        x_in = x - ae.b_dec if ae.apply_b_dec_to_input else x
+        pre = x_in @ ae.W_enc[:, ids] + ae.b_enc[ids]
+        return torch.relu(pre * (pre > ae.threshold[ids]))
+    if name == "GatedAutoEncoder":
+        x_enc = (x - ae.decoder_bias) @ ae.encoder.weight[ids].T
+        gate = (x_enc + ae.gate_bias[ids] > 0).to(x.dtype)
+        return gate * torch.relu(ae.r_mag[ids].exp() * x_enc + ae.mag_bias[ids])
+    if name in ("AutoEncoderTopK", "BatchTopKSAE"):
+        active = (ae.encode(x.detach())[..., ids] != 0).to(x.dtype)
+        return active * torch.relu((x - ae.b_dec) @ ae.encoder.weight[ids].T + ae.encoder.bias[ids])
+    return ae.encode(x)[..., ids]

@@ -13,7 +13,6 @@ from torch import nn
 
 from sfc_relp.architectures import resolve_path
 from sfc_relp.attribution import METHODS, TaskBatch, get_method, logit_diff
-from sfc_relp.attribution.edges import _seeds
 from sfc_relp.datasets import generate
 from sfc_relp.dictionaries import neuron_dictionaries
 from sfc_relp.architectures import submodules_for
@@ -254,7 +253,7 @@ def test_exact_one_node_equals_hand_written_patch(small_model, small_dictionarie
 @pytest.mark.parametrize("method", ["atp", "relp", "ig"])
 def test_batched_edges_equal_one_by_one(small_model, small_dictionaries, batch, method):
     attribution = get_method(method, small_model, small_dictionaries)
-    down = {"attn_2": torch.tensor([3, 7, 11, -1]), "resid_2": torch.tensor([0, 5, -1])}
+    down = {"attn_2": torch.tensor([3, -1, 7, 11]), "resid_2": torch.tensor([0, 5, -1])}
     batched = attribution.edges(batch, down, chunk=8)
     loop = attribution.edges(batch, down, batched=False)
     for key, weights in batched.weights.items():
@@ -267,16 +266,39 @@ def test_batched_edges_equal_one_by_one(small_model, small_dictionaries, batch, 
         up = clean.nodes["resid_1"]
         outputs = [node.features_of_input,
                    node.input - small_dictionaries["attn_2"].decode(node.features_of_input)]
-        f_seed, e_seed = _seeds(down["attn_2"], f_grads["attn_2"], e_grads["attn_2"])
         rows = []
-        for k in range(len(down["attn_2"])):
+        for index in down["attn_2"].tolist():  # the naive way: dense one-hot seeds, one by one
+            f_seed = torch.zeros_like(node.features_of_input)
+            e_seed = torch.zeros_like(node.input)
+            if index < 0:
+                e_seed = e_grads["attn_2"]
+            else:
+                f_seed[..., index] = f_grads["attn_2"][..., index]
             g_f, g_e = torch.autograd.grad(outputs, [up.features, up.error],
-                                           grad_outputs=[f_seed[k], e_seed[k]], retain_graph=True)
+                                           grad_outputs=[f_seed, e_seed], retain_graph=True)
             d_f = patch.nodes["resid_1"].features - up.features.detach()
             d_e = patch.nodes["resid_1"].error - up.error.detach()
             rows.append(torch.cat([(g_f * d_f).sum((0, 1)), (g_e * d_e).sum().view(1)]) / len(batch))
-    expected = torch.stack(rows)
+        expected = torch.stack(rows)
+        # the skip edge attn_2 -> resid_2, naively: dense seeds into resid_2's full encoding
+        node = clean.nodes["resid_2"]
+        skip_rows = []
+        for index in down["resid_2"].tolist():
+            if index < 0:
+                source = node.input - small_dictionaries["resid_2"].decode(node.features_of_input)
+                (g_x,) = torch.autograd.grad(source, [node.input], grad_outputs=e_grads["resid_2"],
+                                             retain_graph=True)
+            else:
+                seed = torch.zeros_like(node.features_of_input)
+                seed[..., index] = f_grads["resid_2"][..., index]
+                (g_x,) = torch.autograd.grad(node.features_of_input, [node.input],
+                                             grad_outputs=seed, retain_graph=True)
+            g_f = g_x @ small_dictionaries["attn_2"].decoder.weight
+            d_f = patch.nodes["attn_2"].features - clean.nodes["attn_2"].features.detach()
+            d_e = patch.nodes["attn_2"].error - clean.nodes["attn_2"].error.detach()
+            skip_rows.append(torch.cat([(g_f * d_f).sum((0, 1)), (g_x * d_e).sum().view(1)]) / len(batch))
     assert torch.allclose(batched.weights[("resid_1", "attn_2")], expected, atol=1e-6)
+    assert torch.allclose(batched.weights[("attn_2", "resid_2")], torch.stack(skip_rows), atol=1e-6)
     assert expected.abs().sum() > 0
     assert set(batched.weights) == {("resid_1", "attn_2"), ("resid_1", "resid_2"),
                                     ("attn_2", "resid_2"), ("mlp_2", "resid_2")}

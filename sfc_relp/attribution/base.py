@@ -114,12 +114,12 @@ class Attribution:
     def node_effects(self, batch: TaskBatch) -> NodeEffects:
         raise NotImplementedError
 
-    def edges(self, batch: TaskBatch, down_nodes: dict, chunk: int = 32, batched: bool = True):
+    def edges(self, batch: TaskBatch, down_nodes: dict, chunk: int = 64, batched: bool = True):
         """Edge weights into the listed downstream nodes ({submodule: ids, -1 = error})."""
         from .edges import compute_edges
 
         with self.rules():
-            clean, patch = self.clean_and_patch(batch, track_inputs=True)
+            clean, patch = self.clean_and_patch(batch)
             feature_grads, error_grads = self.coefficients(batch, clean, patch)
             return compute_edges(self.model, self.dictionaries, clean, patch, feature_grads,
                                  error_grads, down_nodes, chunk, batched)

@@ -6,11 +6,15 @@ AtP, mean gradient for IG, LRP coefficient for RelP, whose rules stay active in 
 backward) and the Jacobian is taken at the clean input.
 
 Edges for GPT-NeoX's parallel residual, per layer l (embed plays resid_{-1}):
-resid_{l-1} -> attn_l, mlp_l (through the module: batched vector-Jacobian products) and
-resid_{l-1}, attn_l, mlp_l -> resid_l (the residual sum is the identity on each summand, so
-only resid_l's encoder Jacobian is differentiated and the skip path stays alone); resid_last
--> y is resid_last's node effect. All downstream nodes of one submodule share one batched
-backward (`is_grads_batched`), not one pass each.
+resid_{l-1} -> attn_l, mlp_l (through the module) and resid_{l-1}, attn_l, mlp_l -> resid_l
+(the residual sum is the identity on each summand: the skip path alone); resid_last -> y is
+resid_last's node effect.
+
+How it is computed: the downstream features are re-encoded through their own encoder rows
+only (`sparse_encode`), all of one submodule's downstream nodes go through one batched
+backward (`is_grads_batched`) to the gradient at the upstream submodule's output (for skip
+edges: at the downstream input), and that gradient meets the upstream decoder only in the
+columns whose features changed between clean and patch (the others have zero weight).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..architectures import submodules_for
+from ..dictionaries import decoder_directions, sparse_encode
 from ..errors import UserError
 
 
@@ -45,33 +50,37 @@ def edge_pairs(config) -> list[tuple[str, str, bool]]:
     return pairs
 
 
-def _seeds(node_ids: torch.Tensor, feature_grad: torch.Tensor, error_grad: torch.Tensor):
-    """Batched grad_outputs: one row per downstream node (feature i: one-hot * its coefficient)."""
-    n = len(node_ids)
-    f_seed = torch.zeros((n, *feature_grad.shape), dtype=feature_grad.dtype)
-    e_seed = torch.zeros((n, *error_grad.shape), dtype=error_grad.dtype)
-    for row, index in enumerate(node_ids.tolist()):
-        if index < 0:
-            e_seed[row] = error_grad
-        else:
-            f_seed[row, ..., index] = feature_grad[..., index]
-    return f_seed, e_seed
+def _feature_seeds(ids: torch.Tensor, coefficients: torch.Tensor) -> torch.Tensor:
+    """(n, B, T, n) grad_outputs for `sparse_encode(..., ids)`: row k selects feature ids[k]."""
+    n = len(ids)
+    seeds = torch.zeros((n, *coefficients.shape[:-1], n), dtype=coefficients.dtype)
+    rows = torch.arange(n)
+    seeds[rows, ..., rows] = coefficients[..., ids].movedim(-1, 0)
+    return seeds
+
+
+def _vjp(output, targets, seeds, batched: bool):
+    """Vector-Jacobian products of `output` for a stack of seeds: one batched backward, or a loop."""
+    if batched:
+        return torch.autograd.grad(output, targets, grad_outputs=seeds, retain_graph=True,
+                                   is_grads_batched=True)
+    rows = [torch.autograd.grad(output, targets, grad_outputs=seed, retain_graph=True)
+            for seed in seeds]
+    return tuple(torch.stack([r[i] for r in rows]) for i in range(len(targets)))
 
 
 def compute_edges(model, dictionaries, clean, patch, feature_grads: dict, error_grads: dict,
-                  down_nodes: dict[str, torch.Tensor], chunk: int = 32,
-                  batched: bool = True) -> EdgeEffects:
+                  down_nodes: dict, chunk: int = 64, batched: bool = True) -> EdgeEffects:
     """Edge weights into every downstream node listed in `down_nodes` ({submodule: ids, -1 = error}).
 
-    `clean` must come from `run_spliced(..., track_inputs=True)` with its graph alive.
+    `clean` must come from `run_spliced` with grads and its graph alive.
     `batched=False` runs one backward per downstream node (the reference code's loop), kept
-    for benchmarks and tests; results are the same.
+    for benchmarks and tests; results are equal.
     """
     n_examples = clean.logits.shape[0]
-    result = EdgeEffects(down_nodes={k: torch.as_tensor(v) for k, v in down_nodes.items()})
-    deltas = {name: (patch.nodes[name].features - node.features.detach(),
-                     patch.nodes[name].error - node.error.detach())
-              for name, node in clean.nodes.items()}
+    result = EdgeEffects(down_nodes={k: torch.as_tensor(v, dtype=torch.long)
+                                     for k, v in down_nodes.items()})
+    upstream = _UpstreamDeltas(dictionaries, clean, patch)
     by_down: dict[str, list[tuple[str, bool]]] = {}
     for up, down, through in edge_pairs(model.config):
         by_down.setdefault(down, []).append((up, through))
@@ -79,51 +88,58 @@ def compute_edges(model, dictionaries, clean, patch, feature_grads: dict, error_
         ids = result.down_nodes.get(down)
         if ids is None or len(ids) == 0:
             continue
-        node = clean.nodes[down]
-        ae = dictionaries[down]
-        outputs = [node.features_of_input, node.input - ae.decode(node.features_of_input)]
-        rows_per_up = {up: [] for up, _ in ups}
-        for start in range(0, len(ids), chunk):
-            f_seed, e_seed = _seeds(ids[start:start + chunk], feature_grads[down], error_grads[down])
-            through_ups = [up for up, through in ups if through]
-            inputs = [node.input]
-            for up in through_ups:
-                inputs += [clean.nodes[up].features, clean.nodes[up].error]
-            grads = _vjp(outputs, inputs, f_seed, e_seed, batched)
-            g_input = grads[0]
-            for k, up in enumerate(through_ups):
-                g_f, g_e = grads[1 + 2 * k], grads[2 + 2 * k]
-                rows_per_up[up].append(_weights(g_f, g_e, deltas[up]))
-            for up, through in ups:
-                if not through:  # identity into the residual sum: chain through the decoder
-                    w_dec = dictionaries[up].decoder.weight if hasattr(dictionaries[up], "decoder") else None
-                    g_f = g_input @ w_dec if w_dec is not None else g_input
-                    rows_per_up[up].append(_weights(g_f, g_input, deltas[up]))
-        for up, rows in rows_per_up.items():
-            result.weights[(up, down)] = torch.cat(rows) / n_examples
+        node, ae = clean.nodes[down], dictionaries[down]
+        # where each upstream's output gradient is read: its error node (d out / d error = I)
+        # for edges through the module, the downstream input for skip edges
+        targets = [clean.nodes[up].error if through else node.input for up, through in ups]
+        rows = {up: [] for up, _ in ups}
+        features = ids[ids >= 0]
+        for start in range(0, len(features), chunk):
+            part = features[start:start + chunk]
+            source = sparse_encode(ae, node.input, part)
+            grads = _vjp(source, targets, _feature_seeds(part, feature_grads[down]), batched)
+            for (up, _), g_out in zip(ups, grads):
+                rows[up].append(upstream.weights(up, g_out))
+        if (ids < 0).any():
+            error_source = node.input - ae.decode(ae.encode(node.input))
+            grads = torch.autograd.grad(error_source, targets, grad_outputs=error_grads[down],
+                                        retain_graph=True)
+            for (up, _), g_out in zip(ups, grads):
+                rows[up].append(upstream.weights(up, g_out.unsqueeze(0)))
+        order = torch.cat([torch.nonzero(ids >= 0).flatten(), torch.nonzero(ids < 0).flatten()])
+        for up, parts in rows.items():
+            stacked = torch.cat(parts) / n_examples
+            result.weights[(up, down)] = stacked[torch.argsort(order)]
     last = submodules_for(model.config)[-1].name
+    d_f, d_e = upstream[last][:2]
     result.to_output[last] = torch.cat([
-        (deltas[last][0] * feature_grads[last]).sum((0, 1)),
-        (deltas[last][1] * error_grads[last]).sum((0, 1, 2)).view(1)]) / n_examples
+        (d_f * feature_grads[last]).sum((0, 1)),
+        (d_e * error_grads[last]).sum((0, 1, 2)).view(1)]) / n_examples
     return result
 
 
-def _vjp(outputs, inputs, f_seed, e_seed, batched: bool):
-    """Vector-Jacobian products for a stack of seeds: one batched backward, or a loop."""
-    if batched:
-        return torch.autograd.grad(outputs, inputs, grad_outputs=[f_seed, e_seed],
-                                   retain_graph=True, is_grads_batched=True, allow_unused=True)
-    rows = [torch.autograd.grad(outputs, inputs, grad_outputs=[f_seed[k], e_seed[k]],
-                                retain_graph=True, allow_unused=True) for k in range(len(f_seed))]
-    return tuple(None if rows[0][i] is None else torch.stack([r[i] for r in rows])
-                 for i in range(len(inputs)))
+class _UpstreamDeltas:
+    """Patch - clean values of each node and the decoder columns of its changed features,
+    computed on first use."""
 
+    def __init__(self, dictionaries, clean, patch):
+        self.dictionaries, self.clean, self.patch = dictionaries, clean, patch
+        self.cache: dict[str, tuple] = {}
 
-def _weights(g_f, g_e, delta) -> torch.Tensor:
-    """(n, width + 1): sum over examples and positions of coefficient * delta."""
-    d_f, d_e = delta
-    n = g_e.shape[0]
-    zeros = lambda shape: torch.zeros(shape, dtype=d_e.dtype)
-    feature_part = (g_f * d_f).sum((1, 2)) if g_f is not None else zeros((n, d_f.shape[-1]))
-    error_part = (g_e * d_e).sum((1, 2, 3)) if g_e is not None else zeros((n,))
-    return torch.cat([feature_part, error_part.view(n, 1)], dim=1)
+    def __getitem__(self, name: str) -> tuple:
+        if name not in self.cache:
+            node = self.clean.nodes[name]
+            d_f = self.patch.nodes[name].features - node.features.detach()
+            d_e = self.patch.nodes[name].error - node.error.detach()
+            changed = torch.nonzero((d_f != 0).flatten(0, 1).any(0)).flatten()
+            directions = decoder_directions(self.dictionaries[name], changed).detach()
+            self.cache[name] = (d_f, d_e, changed, directions, d_f[..., changed])
+        return self.cache[name]
+
+    def weights(self, up: str, g_out: torch.Tensor) -> torch.Tensor:
+        """(n, width + 1) edge weights from the gradient (n, B, T, d) at `up`'s output."""
+        d_f, d_e, changed, directions, d_changed = self[up]
+        out = torch.zeros(g_out.shape[0], d_f.shape[-1] + 1, dtype=g_out.dtype)
+        out[:, changed] = ((g_out @ directions.T) * d_changed).sum((1, 2))
+        out[:, -1] = (g_out * d_e).sum((1, 2, 3))
+        return out
