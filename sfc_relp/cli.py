@@ -120,6 +120,102 @@ def cmd_zoo_report(args) -> None:
         print(f"{name:<10} {q['fve']:>7.3f} {q['l0']:>7.1f} {q['dead']:>7.3f} {q['loss_recovered']:>10.3f}")
 
 
+def _check_thresholds(*values) -> None:
+    for value in values:
+        if value is not None and value < 0:
+            raise UserError(f"thresholds must be non-negative, got {value}")
+
+
+def cmd_circuit(args) -> None:
+    from pathlib import Path
+
+    from .circuit import discover_circuit, save_circuit
+    from .datasets import dataset_name, load_task
+    from .loading import model_name
+    from .plotting import draw_circuit
+
+    _check_thresholds(args.node_threshold, args.edge_threshold)
+    model, dictionaries = _load(args)
+    data = load_task(args.dataset, "train", args.n_examples, args.seed, model.tokenizer)
+    name = f"{model_name(model)}_{dataset_name(args.dataset)}_{args.method}"
+    graph = discover_circuit(
+        model, dictionaries, data, args.method, args.node_threshold, args.edge_threshold,
+        args.aggregation, args.batch_size, metadata={
+            "model": model_name(model), "model_path": args.model,
+            "dictionaries": "neurons" if args.neurons else str(args.dictionaries or "default"),
+            "dict_id": args.dict_id, "dataset": args.dataset, "split": "train"})
+    out = Path(args.out)
+    paths = [save_circuit(graph, out / f"{name}.json")] + draw_circuit(graph, out / name)
+    for path in paths:
+        print(path)
+    print(f"nodes: {graph.number_of_nodes() - 1}  edges: {graph.number_of_edges()}")
+
+
+def cmd_evaluate(args) -> None:
+    import json
+
+    from .circuit import circuit_nodes, load_circuit
+    from .datasets import load_task
+    from .evaluation import evaluate_circuit
+    from .loading import model_name
+
+    graph = load_circuit(args.circuit)
+    meta = graph.graph
+    if args.model is None:
+        args.model = meta.get("model_path") or meta["model"]
+    if args.dictionaries is None and meta.get("dictionaries") not in (None, "default", "neurons"):
+        args.dictionaries = meta["dictionaries"]
+    args.neurons = args.neurons or meta.get("dictionaries") == "neurons"
+    args.dict_id = args.dict_id or meta.get("dict_id")
+    model, dictionaries = _load(args)
+    if model_name(model) != meta["model"]:
+        raise UserError(f"{args.circuit} was built on model {meta['model']!r}, not "
+                        f"{model_name(model)!r}; pass --model {meta['model']}")
+    data = load_task(args.dataset or meta.get("dataset"), args.split, args.n_examples, args.seed,
+                     model.tokenizer)
+    circuit = circuit_nodes(graph, list(dictionaries))
+    result = evaluate_circuit(model, dictionaries, data, circuit, args.ablation, args.errors,
+                              args.intact_layers, args.batch_size, seed=args.seed)
+    if args.json:
+        print(json.dumps({"faithfulness": result.faithfulness, "completeness": result.completeness,
+                          "n_nodes": result.n_nodes}))
+    else:
+        print(f"faithfulness {result.faithfulness:.4f}  completeness {result.completeness:.4f}  "
+              f"nodes {result.n_nodes}  ({len(data)} {args.split} examples, {args.ablation} ablation)")
+
+
+def cmd_sweep(args) -> None:
+    from pathlib import Path
+
+    from .attribution import METHODS
+    from .datasets import dataset_name, load_task
+    from .loading import model_name
+    from .plotting import plot_sweep
+    from .sweep import DEFAULT_THRESHOLDS, sweep, write_csv
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise UserError(f"unknown method {unknown[0]!r}; choose from {', '.join(METHODS)}")
+    thresholds = DEFAULT_THRESHOLDS
+    if args.thresholds:
+        try:
+            thresholds = [float(t) for t in args.thresholds.split(",")]
+        except ValueError:
+            raise UserError(f"--thresholds must be comma-separated numbers, got {args.thresholds!r}") from None
+    _check_thresholds(*thresholds)
+    model, dictionaries = _load(args)
+    train = load_task(args.dataset, "train", args.n_examples, args.seed, model.tokenizer)
+    test = load_task(args.dataset, "test", args.n_examples, args.seed, model.tokenizer)
+    rows = sweep(model, dictionaries, train, test, methods, thresholds, args.batch_size)
+    stem = Path(args.out) / f"{model_name(model)}_{dataset_name(args.dataset)}_sweep"
+    csv_path = write_csv(rows, stem.with_suffix(".csv"))
+    png_path = plot_sweep(rows, stem.with_suffix(".png"),
+                          f"{model_name(model)} / {dataset_name(args.dataset)}")
+    print(csv_path)
+    print(png_path)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sfc-relp", description=(
         "Sparse feature circuits with relevance patching (RelP) for Pythia-architecture models."))
@@ -140,6 +236,44 @@ def build_parser() -> argparse.ArgumentParser:
     trace.add_argument("--dataset", default="rc", help="task family or JSONL file (default rc)")
     trace.add_argument("--n-examples", type=int, default=8)
     trace.set_defaults(func=cmd_trace)
+
+    circuit = commands.add_parser("circuit", help="discover a sparse feature circuit and draw it")
+    _add_model_args(circuit)
+    circuit.add_argument("--dataset", required=True, help="simple, nounpp, rc, within_rc, ioi or a .jsonl file")
+    circuit.add_argument("--method", choices=["relp", "atp", "ig", "exact"], default="relp")
+    circuit.add_argument("--node-threshold", type=float, default=0.1)
+    circuit.add_argument("--edge-threshold", type=float, default=0.01)
+    circuit.add_argument("--aggregation", choices=["sum", "none"], default="sum")
+    circuit.add_argument("--n-examples", type=int, default=64)
+    circuit.add_argument("--batch-size", type=int, default=32)
+    circuit.add_argument("--out", default="circuits")
+    circuit.set_defaults(func=cmd_circuit)
+
+    evaluate = commands.add_parser("evaluate", help="faithfulness and completeness of a saved circuit")
+    _add_model_args(evaluate)
+    evaluate.set_defaults(model=None)
+    evaluate.add_argument("--circuit", required=True)
+    evaluate.add_argument("--dataset", default=None, help="default: the circuit's dataset")
+    evaluate.add_argument("--split", choices=["train", "test"], default="test")
+    evaluate.add_argument("--n-examples", type=int, default=64)
+    evaluate.add_argument("--batch-size", type=int, default=32)
+    evaluate.add_argument("--ablation", choices=["mean", "zero", "resample"], default="mean")
+    evaluate.add_argument("--errors", choices=["outside", "always", "never"], default="outside",
+                          help="error nodes: ablate when outside the circuit, always, or never")
+    evaluate.add_argument("--intact-layers", type=int, default=None,
+                          help="layers below this are never ablated (default: a third of the layers)")
+    evaluate.add_argument("--json", action="store_true")
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    sweep_ = commands.add_parser("sweep", help="faithfulness against node threshold for several methods")
+    _add_model_args(sweep_)
+    sweep_.add_argument("--dataset", required=True)
+    sweep_.add_argument("--methods", default="relp,ig,atp")
+    sweep_.add_argument("--thresholds", default=None, help="comma-separated (default: logspace(-4, 0, 15))")
+    sweep_.add_argument("--n-examples", type=int, default=64)
+    sweep_.add_argument("--batch-size", type=int, default=32)
+    sweep_.add_argument("--out", default="circuits")
+    sweep_.set_defaults(func=cmd_sweep)
 
     zoo = commands.add_parser("zoo", help="models and dictionaries made by the project")
     zoo_commands = zoo.add_subparsers(dest="zoo_command", metavar="ACTION", required=True)

@@ -153,15 +153,20 @@ class ValidationReport:
         return f"kept {self.kept} examples, dropped {sum(self.dropped.values())} ({reasons})"
 
 
-def validate(dataset: Dataset, tokenizer, min_examples: int = 1) -> tuple[Dataset, ValidationReport]:
+def validate(dataset: Dataset, tokenizer, min_examples: int = 1,
+             strict: bool = False) -> tuple[Dataset, ValidationReport]:
     """Keep examples whose answers are single tokens and whose prefixes tokenize equally long.
 
-    Raises UserError when fewer than `min_examples` remain; never returns None.
+    Raises UserError when fewer than `min_examples` remain (never returns None), or, with
+    `strict`, at the first bad example (for files a user hands in).
     """
     report = ValidationReport(kept=0)
     keep = []
     for i, row in enumerate(dataset):
         reason = _problem(row, tokenizer)
+        if reason and strict:
+            raise UserError(f"example {i + 1}: {reason} ({row['clean_prefix']!r} -> "
+                            f"{row['clean_answer']!r} / {row['patch_prefix']!r} -> {row['patch_answer']!r})")
         if reason:
             report.dropped[reason] += 1
         else:
@@ -178,9 +183,13 @@ def _n_tokens(tokenizer, text: str) -> int:
 
 
 def _problem(row: dict, tokenizer) -> str | None:
+    unknown = tokenizer.unk_token_id
     for key in ("clean_answer", "patch_answer"):
         if _n_tokens(tokenizer, row[key]) != 1:
             return "multi-token answer"
+    if unknown is not None and unknown != tokenizer.eos_token_id and any(
+            unknown in tokenizer(row[k], add_special_tokens=False)["input_ids"] for k in COLUMNS[:4]):
+        return "word outside the model's vocabulary"
     if _n_tokens(tokenizer, row["clean_prefix"]) != _n_tokens(tokenizer, row["patch_prefix"]):
         return "clean/patch prefix length mismatch"
     return None
@@ -189,15 +198,21 @@ def _problem(row: dict, tokenizer) -> str | None:
 def load_task(name_or_path: str, split: str = "test", n: int | None = None, seed: int = 0,
               tokenizer=None, min_examples: int = 1) -> Dataset:
     """A task by family name (generated) or JSONL path, validated when a tokenizer is given."""
-    if str(name_or_path).endswith(".jsonl") or Path(name_or_path).is_file():
+    from_file = str(name_or_path).endswith(".jsonl") or Path(name_or_path).is_file()
+    if from_file:
         dataset = read_jsonl(name_or_path)
-        if n is not None:
-            dataset = dataset.select(range(min(n, len(dataset))))
     else:
         dataset = generate(name_or_path, split, n or 128, seed)
     if tokenizer is not None:
-        dataset, _ = validate(dataset, tokenizer, min_examples)
+        dataset, _ = validate(dataset, tokenizer, min_examples, strict=from_file)
+    if from_file and n is not None:
+        dataset = dataset.select(range(min(n, len(dataset))))
     return dataset
+
+
+def dataset_name(name_or_path: str) -> str:
+    """A family name as given, or a JSONL file's stem (for output file names)."""
+    return Path(name_or_path).stem if str(name_or_path).endswith(".jsonl") else str(name_or_path)
 
 
 def build_all(out_dir, n_train: int = 512, n_test: int = 128, seed: int = 0) -> list[Path]:

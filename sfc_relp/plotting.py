@@ -1,0 +1,115 @@
+"""Pictures: circuit diagrams with graphviz (Marks et al.'s layout) and the sweep plot."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import networkx as nx
+
+from .circuit import OUTPUT
+
+
+def _colour(effect: float, scale: float) -> str:
+    """Blue for positive effects, red for negative, deeper with |effect| / scale."""
+    strength = min(1.0, abs(effect) / scale) if scale > 0 else 0.0
+    fade = int(255 * (1 - 0.85 * strength))
+    return f"#{fade:02x}{fade:02x}ff" if effect >= 0 else f"#ff{fade:02x}{fade:02x}"
+
+
+def to_dot(graph: nx.DiGraph) -> str:
+    """Graphviz source: one row per submodule (embed at the bottom, y on top)."""
+    import graphviz
+
+    dot = graphviz.Digraph("circuit", graph_attr={
+        "rankdir": "BT", "ranksep": "0.6", "nodesep": "0.15", "fontname": "Helvetica",
+        "label": f"{graph.graph.get('model')} / {graph.graph.get('dataset')} / "
+                 f"{graph.graph.get('method')} (T_N={graph.graph.get('node_threshold')}, "
+                 f"T_E={graph.graph.get('edge_threshold')})", "labelloc": "t"},
+        node_attr={"fontname": "Helvetica", "fontsize": "10", "style": "filled"})
+    effects = [abs(d["effect"]) for _, d in graph.nodes(data=True) if d.get("effect") is not None]
+    scale = max(effects, default=1.0)
+    weights = [abs(d["weight"]) for _, _, d in graph.edges(data=True)]
+    max_weight = max(weights, default=1.0) or 1.0
+    rows: dict[str, list] = {}
+    for node, data in graph.nodes(data=True):
+        rows.setdefault(data.get("submodule", OUTPUT), []).append((node, data))
+    for submodule, members in rows.items():
+        with dot.subgraph(name=f"row_{submodule}") as row:
+            row.attr(rank="same")
+            for node, data in sorted(members, key=lambda item: str(item[0])):
+                if node == OUTPUT:
+                    row.node(node, "y (metric)", shape="doubleoctagon", fillcolor="#eeeeee")
+                    continue
+                label = node if data.get("position") is None else node.replace("@", "\npos ")
+                row.node(node, label, fillcolor=_colour(data["effect"], scale),
+                         shape="triangle" if data.get("error") else "box",
+                         style="filled,dashed" if data.get("error") else "filled")
+    for source, target, data in graph.edges(data=True):
+        width = 0.4 + 3.6 * abs(data["weight"]) / max_weight
+        dot.edge(source, target, penwidth=f"{width:.2f}",
+                 color="#3060c0" if data["weight"] >= 0 else "#c03030")
+    return dot.source
+
+
+def _atomic_write(path: Path, writer) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        writer(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def draw_circuit(graph: nx.DiGraph, stem) -> list[Path]:
+    """Write `stem.dot`, and `stem.svg`, `stem.png` when graphviz's `dot` is installed."""
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    source = to_dot(graph)
+    dot_path = stem.with_suffix(".dot")
+    _atomic_write(dot_path, lambda tmp: Path(tmp).write_text(source))
+    written = [dot_path]
+    if shutil.which("dot"):
+        for fmt in ("svg", "png"):
+            out = stem.with_suffix(f".{fmt}")
+            _atomic_write(out, lambda tmp, fmt=fmt: subprocess.run(
+                ["dot", f"-T{fmt}", str(dot_path), "-o", tmp], check=True, capture_output=True))
+            written.append(out)
+    return written
+
+
+def plot_sweep(rows: list[dict], path, title: str = "") -> Path:
+    """Faithfulness (and completeness, dashed) against number of nodes, one line per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for method in dict.fromkeys(r["method"] for r in rows):
+        points = sorted((r["n_nodes"], r["faithfulness"], r["completeness"]) for r in rows
+                        if r["method"] == method and r["n_nodes"] > 0)
+        if not points:
+            continue
+        n, faith, comp = zip(*points)
+        line, = ax.plot(n, faith, marker="o", label=f"{method} faithfulness")
+        ax.plot(n, comp, linestyle="--", color=line.get_color(), alpha=0.6,
+                label=f"{method} completeness")
+    ax.set_xscale("log")
+    ax.set_xlabel("nodes in circuit")
+    ax.set_ylabel("faithfulness / completeness")
+    ax.axhline(1.0, color="grey", linewidth=0.5)
+    ax.axhline(0.0, color="grey", linewidth=0.5)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    _atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    plt.close(fig)
+    return path

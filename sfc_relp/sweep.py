@@ -1,0 +1,52 @@
+"""Faithfulness and completeness against node threshold, several methods side by side."""
+
+from __future__ import annotations
+
+import csv
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .attribution import get_method
+from .circuit import accumulate_effects, batches_of, select_nodes
+from .evaluation import evaluate_circuit
+
+DEFAULT_THRESHOLDS = tuple(float(t) for t in np.logspace(-4, 0, 15))
+COLUMNS = ("method", "node_threshold", "n_nodes", "faithfulness", "completeness")
+
+
+def sweep(model, dictionaries, train, test, methods=("relp", "ig", "atp"),
+          thresholds=DEFAULT_THRESHOLDS, batch_size: int = 32, **evaluation_options) -> list[dict]:
+    """Rows of (method, threshold, n_nodes, faithfulness, completeness): node effects from
+    `train`, circuits evaluated on `test`."""
+    rows = []
+    batches = batches_of(model.tokenizer, train, batch_size)
+    for method in methods:
+        effects = accumulate_effects(get_method(method, model, dictionaries), batches, "sum")
+        for threshold in thresholds:
+            chosen = select_nodes(effects, threshold)
+            circuit = {name: ({int(i) for i in ids if i >= 0}, bool((ids < 0).any()))
+                       for name, ids in chosen.items()}
+            result = evaluate_circuit(model, dictionaries, test, circuit, batch_size=batch_size,
+                                      **evaluation_options)
+            rows.append({"method": method, "node_threshold": threshold, "n_nodes": result.n_nodes,
+                         "faithfulness": result.faithfulness, "completeness": result.completeness})
+    return rows
+
+
+def write_csv(rows: list[dict], path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
