@@ -216,6 +216,45 @@ def cmd_sweep(args) -> None:
     print(png_path)
 
 
+def cmd_fidelity(args) -> None:
+    import json
+
+    from .attribution import METHODS, TaskBatch
+    from .datasets import load_task
+    from .fidelity import COMPONENTS, component_fidelity, node_fidelity
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    components = [c.strip() for c in args.components.split(",") if c.strip()]
+    for name in methods:
+        if name not in METHODS or name == "exact":
+            raise UserError(f"unknown method {name!r}; choose from atp, relp, ig")
+    for name in components:
+        if name not in COMPONENTS:
+            raise UserError(f"unknown component {name!r}; choose from {', '.join(COMPONENTS)}")
+    model, dictionaries = _load(args)
+    data = load_task(args.task, "test", args.n_prompts, args.seed, model.tokenizer)
+    batch = TaskBatch.from_rows(model.tokenizer, data.to_list())
+    result = component_fidelity(model, batch, methods, components)
+    nodes = {}
+    if args.node_prompts > 0:
+        node_batch = TaskBatch.from_rows(model.tokenizer, data.to_list()[:args.node_prompts])
+        nodes = node_fidelity(model, dictionaries, node_batch, methods)
+    if args.json:
+        print(json.dumps({m: {**{c: v["prompt_averaged"] for c, v in result[m].items()},
+                              **({"sae_nodes": nodes[m]} if nodes else {})} for m in methods}))
+        return
+    print(f"Pearson correlation with activation patching, {len(data)} {args.task} prompts, "
+          "effects summed over hidden dims, cells = layer x position")
+    print(f"{'method':<7}" + "".join(f"{c + ' avg':>11}{c + ' per':>11}" for c in components)
+          + (f"{'SAE nodes':>11}" if nodes else ""))
+    for m in methods:
+        row = "".join(f"{result[m][c]['prompt_averaged']:>11.3f}{result[m][c]['per_prompt']:>11.3f}"
+                      for c in components)
+        print(f"{m:<7}{row}" + (f"{nodes[m]:>11.3f}" if nodes else ""))
+    print("avg: over prompt-averaged cells (what --json reports); per: over per-prompt cells; "
+          f"SAE nodes: features and errors, {min(args.node_prompts, len(data))} prompts")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sfc-relp", description=(
         "Sparse feature circuits with relevance patching (RelP) for Pythia-architecture models."))
@@ -274,6 +313,17 @@ def build_parser() -> argparse.ArgumentParser:
     sweep_.add_argument("--batch-size", type=int, default=32)
     sweep_.add_argument("--out", default="circuits")
     sweep_.set_defaults(func=cmd_sweep)
+
+    fidelity = commands.add_parser("fidelity", help="correlation of each method with activation patching")
+    _add_model_args(fidelity)
+    fidelity.add_argument("--task", choices=["ioi", "simple", "nounpp", "rc", "within_rc"], default="ioi")
+    fidelity.add_argument("--n-prompts", type=int, default=100)
+    fidelity.add_argument("--methods", default="atp,relp,ig")
+    fidelity.add_argument("--components", default="resid,attn,mlp")
+    fidelity.add_argument("--node-prompts", type=int, default=16,
+                          help="prompts for the SAE-node-level correlation (exact patching of every node; 0 skips)")
+    fidelity.add_argument("--json", action="store_true", help="print {method: {component: pcc}}")
+    fidelity.set_defaults(func=cmd_fidelity)
 
     zoo = commands.add_parser("zoo", help="models and dictionaries made by the project")
     zoo_commands = zoo.add_subparsers(dest="zoo_command", metavar="ACTION", required=True)
