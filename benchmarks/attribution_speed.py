@@ -1,6 +1,7 @@
 """Attribution cost at Pythia-70M's real shapes: random weights, real tokenizer, 19 SAEs of
-width 32768. Prints wall times and the ratios the backend issue sets targets for
-(RelP/AtP <= 1.15, IG-10/AtP about 10, batched edges >= 10x the one-by-one loop).
+width 32768. Prints wall time and peak memory (resident set growth during the call) for
+node attribution (atp, relp, ig-10), edges (batched, one by one, the reference loop), exact
+patching and a whole circuit, and the ratios measured in the same run.
 
     python benchmarks/attribution_speed.py [--prompts 8] [--repeats 3] [--down-nodes 32]
 """
@@ -8,8 +9,10 @@ width 32768. Prints wall times and the ratios the backend issue sets targets for
 from __future__ import annotations
 
 import argparse
+import gc
 import statistics
 import tempfile
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -20,6 +23,7 @@ warnings.filterwarnings("ignore")
 
 from sfc_relp.architectures import submodules_for  # noqa: E402
 from sfc_relp.attribution import TaskBatch, compute_edges, get_method  # noqa: E402
+from sfc_relp.circuit import discover_circuit  # noqa: E402
 from sfc_relp.datasets import generate  # noqa: E402
 from sfc_relp.loading import load_model  # noqa: E402
 from sfc_relp.random_model import load_tokenizer_file, save_random_model  # noqa: E402
@@ -70,13 +74,38 @@ def reference_loop_edges(saes, clean, patch, feature_grads, error_grads, down: s
     return torch.stack(rows) / node.input.shape[0]
 
 
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * 4096 / 2**20
+
+
+PEAKS: dict[int, float] = {}
+
+
 def timed(fn, repeats: int) -> tuple[float, object]:
+    """Median wall time over `repeats`; the peak RSS growth of the last call goes to PEAKS."""
     times, result = [], None
     for _ in range(repeats):
+        gc.collect()
+        base, peak, done = _rss_mb(), [0.0], threading.Event()
+
+        def sample():
+            while not done.is_set():
+                peak[0] = max(peak[0], _rss_mb())
+                time.sleep(0.005)
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
         start = time.perf_counter()
         result = fn()
         times.append(time.perf_counter() - start)
+        done.set()
+        sampler.join()
+        PEAKS[id(fn)] = max(0.0, max(peak[0], _rss_mb()) - base)
     return statistics.median(times), result
+
+
+def row(label: str, seconds: float, fn) -> None:
+    print(f"{label:<44} {seconds:8.3f} s  {PEAKS.get(id(fn), float('nan')):8.0f} MB")
 
 
 def main() -> None:
@@ -102,40 +131,64 @@ def main() -> None:
     atp = get_method("atp", model, saes)
     relp = get_method("relp", model, saes)
     ig = get_method("ig", model, saes, steps=10)
-    get_method("atp", model, saes).attribute(batch)  # warm-up
-    t_atp, effects = timed(lambda: atp.attribute(batch), args.repeats)
-    t_relp, _ = timed(lambda: relp.attribute(batch), args.repeats)
-    t_ig, _ = timed(lambda: ig.attribute(batch), max(1, args.repeats - 2))
+    exact = get_method("exact", model, saes, chunk=16)
+    atp.attribute(batch)  # warm-up
+    calls = {
+        "node attribution, atp": lambda: atp.attribute(batch),
+        "node attribution, relp": lambda: relp.attribute(batch),
+        "node attribution, ig (10 steps)": lambda: ig.attribute(batch),
+    }
+    times, results = {}, {}
+    for label, fn in calls.items():
+        times[label], results[label] = timed(fn, args.repeats if "ig" not in label else 1)
+    effects = results["node attribution, atp"]
 
     down = "attn_3"
     top = effects.features[down].abs().topk(args.down_nodes - 1).indices
     down_nodes = {down: torch.cat([top, torch.tensor([-1])])}
-    t_edges_call, _ = timed(lambda: atp.edges(batch, down_nodes, chunk=args.down_nodes), 1)
+    top_nodes = {name: values.abs().topk(4).indices.tolist() + [-1] for name, values in effects.features.items()}
+    n_exact = sum(len(v) for v in top_nodes.values())
+    threshold = sorted(torch.cat([v.abs() for v in effects.features.values()]).tolist())[-60]
     clean, patch = atp.clean_and_patch(batch)
     grads = atp.coefficients(batch, clean, patch)
-    edges = lambda batched: compute_edges(model, saes, clean, patch, *grads, down_nodes,
-                                          chunk=args.down_nodes, batched=batched)
-    t_batched, batched = timed(lambda: edges(True), args.repeats)
-    t_loop, loop = timed(lambda: edges(False), args.repeats)
+    later = {
+        f"edges into {down} ({args.down_nodes} nodes), whole call":
+            lambda: atp.edges(batch, down_nodes, chunk=args.down_nodes),
+        "  of which VJPs, batched": lambda: compute_edges(
+            model, saes, clean, patch, *grads, down_nodes, chunk=args.down_nodes, batched=True),
+        "  of which VJPs, one by one": lambda: compute_edges(
+            model, saes, clean, patch, *grads, down_nodes, chunk=args.down_nodes, batched=False),
+        "  reference loop (dense seeds)": lambda: reference_loop_edges(
+            saes, clean, patch, *grads, down, down_nodes[down], "resid_2"),
+        f"exact patching, {n_exact} nodes": lambda: exact.attribute(batch, "sum", nodes=top_nodes),
+        "whole relp circuit (~60 nodes, edges)": lambda: discover_circuit(
+            model, saes, generate("rc", "test", args.prompts), "relp", node_threshold=threshold,
+            edge_threshold=0.0, batch_size=args.prompts, metadata={"model": "pythia-70m-shape"}),
+    }
+    calls.update(later)
+    for label, fn in later.items():
+        times[label], results[label] = timed(fn, args.repeats if "VJP" in label else 1)
+    batched = results["  of which VJPs, batched"]
+    loop = results["  of which VJPs, one by one"]
     same = all(torch.allclose(batched.weights[k], loop.weights[k], atol=1e-5, rtol=1e-4)
                for k in loop.weights)
-    up = "resid_2"
-    t_reference, reference = timed(lambda: reference_loop_edges(
-        saes, clean, patch, *grads, down, down_nodes[down], up), 1)
-    same_reference = torch.allclose(batched.weights[(up, down)], reference, atol=1e-5, rtol=1e-4)
+    same_reference = torch.allclose(batched.weights[("resid_2", down)],
+                                    results["  reference loop (dense seeds)"], atol=1e-5, rtol=1e-4)
+    circuit = results["whole relp circuit (~60 nodes, edges)"]
 
-    print(f"{'node attribution, atp':<38} {t_atp:8.2f} s")
-    print(f"{'node attribution, relp':<38} {t_relp:8.2f} s")
-    print(f"{'node attribution, ig (10 steps)':<38} {t_ig:8.2f} s")
-    print(f"{'edges into ' + down + f' ({args.down_nodes} nodes), whole call':<38} {t_edges_call:8.2f} s")
-    print(f"{'  of which VJPs, batched':<38} {t_batched:8.3f} s")
-    print(f"{'  of which VJPs, one by one':<38} {t_loop:8.3f} s")
-    print(f"{'  reference loop (dense seeds)':<38} {t_reference:8.3f} s")
-    print(f"ratio relp/atp   {t_relp / t_atp:6.2f}   (target <= 1.15)")
-    print(f"ratio ig/atp     {t_ig / t_atp:6.2f}   (target about 10)")
-    print(f"ratio reference loop/batched edges {t_reference / t_batched:6.2f}   (target >= 10); "
+    print(f"{'what':<44} {'time':>10}  {'peak RSS growth':>14}")
+    for label, fn in calls.items():
+        row(label, times[label], fn)
+    print(f"(circuit: {circuit.number_of_nodes() - 1} nodes, {circuit.number_of_edges()} edges)")
+    t = lambda key: times[key]
+    print(f"ratio relp/atp   {t('node attribution, relp') / t('node attribution, atp'):6.2f}   (target <= 1.15)")
+    print(f"ratio ig/relp    {t('node attribution, ig (10 steps)') / t('node attribution, relp'):6.2f}")
+    print(f"ratio ig/atp     {t('node attribution, ig (10 steps)') / t('node attribution, atp'):6.2f}   (target about 10)")
+    print(f"ratio reference loop/batched edges "
+          f"{t('  reference loop (dense seeds)') / t('  of which VJPs, batched'):6.2f}   (target >= 10); "
           f"equal results: {same_reference}")
-    print(f"ratio own loop/batched edges {t_loop / t_batched:6.2f}; equal results: {same}")
+    print(f"ratio own loop/batched edges "
+          f"{t('  of which VJPs, one by one') / t('  of which VJPs, batched'):6.2f}; equal results: {same}")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ import torch
 from tqdm import tqdm
 
 from . import __version__
-from .architectures import submodules_for
 from .attribution import TaskBatch, get_method
 from .attribution.base import NodeEffects
 from .attribution.edges import EdgeEffects

@@ -14,7 +14,6 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .architectures import resolve_path
 
 
 def _keep_forward(original: torch.Tensor, linearised: torch.Tensor) -> torch.Tensor:

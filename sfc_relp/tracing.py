@@ -57,35 +57,37 @@ def model_submodules(model) -> list[Submodule]:
 
 def run_spliced(model, dictionaries: dict, inputs: dict[str, torch.Tensor], *,
                 edit: Edit | None = None, grad: bool = True,
-                track_inputs: bool = False) -> SplicedRun:
+                track_inputs: bool = False, last_logits_only: bool = False) -> SplicedRun:
     """Run `model` on tokenized `inputs` with the given SAEs spliced in.
 
     `edit(submodule, features, error)` may return replacement (features, error) for a
     submodule (patching, interpolation, ablation); the replacements become the node values.
     With `grad`, features are leaves that require grad and errors carry gradients; with
     `track_inputs`, `features_of_input` keeps encode(x) connected to upstream nodes.
+    `last_logits_only` computes logits for the last position alone (cheaper unembedding).
     """
     subs = [s for s in model_submodules(model) if s.name in dictionaries]
     nodes: dict[str, NodeValues] = {}
-    with torch.set_grad_enabled(grad), model.trace(dict(inputs)):
+    kwargs = dict(inputs, logits_to_keep=1) if last_logits_only else dict(inputs)
+    with torch.set_grad_enabled(grad), model.trace(kwargs):
         for sub in subs:
             envoy = resolve_path(model, sub.module_path)
             out = envoy.output
             x = out[0] if sub.output_is_tuple else out
             ae = dictionaries[sub.name]
             connected = ae.encode(x)
-            features = connected.detach()
-            error = x - ae.decode(features)
+            features = connected.detach().requires_grad_(grad)
+            x_hat = ae.decode(features)  # the one decode of an unedited run
+            error = x - x_hat.detach()
             if edit is not None:
-                replaced = edit(sub, features, error)
+                replaced = edit(sub, features.detach(), error)
                 if replaced is not None:
-                    features, error = replaced
-                    features = features.detach()
-            if grad:
-                features.requires_grad_(True)
-                if not error.requires_grad:
-                    error.requires_grad_(True)
-            new_x = ae.decode(features) + error
+                    features = replaced[0].detach().requires_grad_(grad)
+                    error = replaced[1]
+                    x_hat = ae.decode(features)
+            if grad and not error.requires_grad:
+                error.requires_grad_(True)
+            new_x = x_hat + error
             envoy.output = (new_x, *out[1:]) if sub.output_is_tuple else new_x
             nodes[sub.name] = NodeValues(features, error, x, connected if track_inputs else None)
         logits = model.output.logits

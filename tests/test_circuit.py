@@ -10,7 +10,7 @@ import torch
 
 from sfc_relp.architectures import resolve_path
 from sfc_relp.attribution import TaskBatch, get_method, logit_diff
-from sfc_relp.circuit import (build_graph, circuit_nodes, discover_circuit, load_circuit,
+from sfc_relp.circuit import (circuit_nodes, discover_circuit, load_circuit,
                               save_circuit, select_nodes)
 from sfc_relp.datasets import load_task
 from sfc_relp.dictionaries import dictionaries_for

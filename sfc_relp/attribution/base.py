@@ -104,6 +104,14 @@ class Attribution:
         self.model = model
         self.dictionaries = dictionaries
         self.metric = metric
+        # the default metric reads the last position only: skip unembedding the others
+        self.last_logits_only = metric is logit_diff
+
+    def run(self, inputs, **options):
+        """`run_spliced` on this method's model and dictionaries (overridable per call)."""
+        options.setdefault("last_logits_only", self.last_logits_only)
+        dictionaries = options.pop("dictionaries", self.dictionaries)
+        return run_spliced(self.model, dictionaries, inputs, **options)
 
     def attribute(self, batch: TaskBatch, aggregation: str = "sum") -> NodeEffects:
         """Effects of every node on the metric, aggregated as asked."""
@@ -135,9 +143,9 @@ class Attribution:
     # shared pieces
     def clean_and_patch(self, batch: TaskBatch, track_inputs: bool = False) -> tuple[SplicedRun, SplicedRun]:
         """The clean run (with grads) and the patch run (values only)."""
-        clean = run_spliced(self.model, self.dictionaries, batch.clean, track_inputs=track_inputs)
+        clean = self.run(batch.clean, track_inputs=track_inputs)
         with torch.no_grad():
-            patch = run_spliced(self.model, self.dictionaries, batch.patch, grad=False)
+            patch = self.run(batch.patch, grad=False)
         return clean, patch
 
     def gradients(self, run: SplicedRun, batch: TaskBatch, retain_graph: bool = False) -> tuple[dict, dict]:

@@ -12,7 +12,6 @@ import torch
 from tqdm import tqdm
 
 from ..errors import UserError
-from ..tracing import run_spliced
 from .base import AGGREGATIONS, Attribution, NodeEffects, TaskBatch, logit_diff
 
 ERROR = -1  # feature index standing for the error node
@@ -32,12 +31,12 @@ class ExactPatching(Attribution):
         if aggregation not in AGGREGATIONS:
             raise UserError(f"unknown aggregation {aggregation!r}; use sum or none")
         with torch.no_grad():
-            clean = run_spliced(self.model, self.dictionaries, batch.clean, grad=False)
-            patch = run_spliced(self.model, self.dictionaries, batch.patch, grad=False)
+            clean = self.run(batch.clean, grad=False)
+            patch = self.run(batch.patch, grad=False)
             base = self.metric(clean.logits, batch)
             per_position = aggregation == "none"
             jobs = self._jobs(clean, patch, nodes, per_position)
-            n, positions = len(batch), batch.clean["input_ids"].shape[1]
+            n = len(batch)
             features = {k: torch.zeros_like(v.features) for k, v in clean.nodes.items()}
             errors = {k: torch.zeros_like(v.error[..., 0]) for k, v in clean.nodes.items()}
             for start in tqdm(range(0, len(jobs), self.chunk), disable=not self.progress,
@@ -118,7 +117,9 @@ class ExactPatching(Attribution):
                 else:
                     features[rows, cols, index] = f_patch[:, cols, index]
             return features, error
-        run = run_spliced(self.model, self.dictionaries, tiled.clean, edit=edit, grad=False)
+        # a splice is transparent, so only the submodules patched in this group need their SAE
+        needed = {name: self.dictionaries[name] for name, _, _ in group}
+        run = self.run(tiled.clean, dictionaries=needed, edit=edit, grad=False)
         return self.metric(run.logits, tiled)
 
 
@@ -138,8 +139,8 @@ class _ExactEdges:
     def __init__(self, method: "ExactPatching", batch: TaskBatch):
         self.method, self.batch = method, batch
         with torch.no_grad():
-            self.clean = run_spliced(method.model, method.dictionaries, batch.clean, grad=False)
-            self.patch = run_spliced(method.model, method.dictionaries, batch.patch, grad=False)
+            self.clean = method.run(batch.clean, grad=False)
+            self.patch = method.run(batch.patch, grad=False)
         self.base = method.metric(self.clean.logits, batch)
 
     def up_candidates(self, up: str, wanted) -> list[int]:
@@ -180,8 +181,8 @@ class _ExactEdges:
                     else:
                         features[rows, :, u] = patch_up.features[:, :, u]
                 return features, error
-            run = run_spliced(self.method.model, dicts, self.batch.repeat(len(group)).clean,
-                              edit=edit, grad=False)
+            run = self.method.run(self.batch.repeat(len(group)).clean, grad=False, edit=edit,
+                                  dictionaries={up: dicts[up], down: dicts[down]})
             node = run.nodes[down]
             values += [(node.features[c * n:(c + 1) * n], node.error[c * n:(c + 1) * n])
                        for c in range(len(group))]
@@ -211,8 +212,8 @@ class _ExactEdges:
                         features[rows, :, d] = new_features[:, :, d]
                 return features, error
             tiled = self.batch.repeat(len(group))
-            run = run_spliced(self.method.model, self.method.dictionaries, tiled.clean, edit=edit,
-                              grad=False)
+            run = self.method.run(tiled.clean, dictionaries={down: self.method.dictionaries[down]},
+                                  edit=edit, grad=False)
             effects = (self.method.metric(run.logits, tiled) - self.base.repeat(len(group))).view(len(group), n)
             for (row, _col, _d, u), effect in zip(group, effects):
                 out[row, u if u != ERROR else width] = effect.mean()

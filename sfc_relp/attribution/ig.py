@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import torch
 
-from ..tracing import run_spliced
 from .base import Attribution, NodeEffects, TaskBatch, logit_diff
 
 
@@ -36,8 +35,8 @@ class IntegratedGradients(Attribution):
             def interpolate(sub, features, error):
                 tile = lambda t: t.repeat(steps, 1, 1)
                 return (1 - a) * tile(f0) + a * tile(f1), (1 - a) * tile(e0) + a * tile(e1)
-            run = run_spliced(self.model, {name: self.dictionaries[name]}, tiled.clean,
-                              edit=interpolate)
+            run = self.run(tiled.clean, dictionaries={name: self.dictionaries[name]},
+                           edit=interpolate)
             node = run.nodes[name]
             g_f, g_e = torch.autograd.grad(self.metric(run.logits, tiled).sum(),
                                            [node.features, node.error])
@@ -50,8 +49,8 @@ class IntegratedGradients(Attribution):
 
     def node_effects(self, batch: TaskBatch) -> NodeEffects:
         with torch.no_grad():
-            clean = run_spliced(self.model, self.dictionaries, batch.clean, grad=False)
-            patch = run_spliced(self.model, self.dictionaries, batch.patch, grad=False)
+            clean = self.run(batch.clean, grad=False)
+            patch = self.run(batch.patch, grad=False)
         feature_grads, error_grads = self.mean_gradients(batch, clean, patch)
         features, errors = {}, {}
         for name, node in clean.nodes.items():
