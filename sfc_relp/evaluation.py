@@ -71,8 +71,7 @@ def _metric_with_kept(model, dictionaries, batch, kept: dict, ablated: dict, met
         error = error if keep_error else e_abl
         return features, error
     with torch.no_grad():
-        run = run_spliced(model, dictionaries, batch.clean, edit=edit, grad=False,
-                          last_logits_only=metric is logit_diff)
+        run = run_spliced(model, dictionaries, batch.clean, edit=edit, grad=False)
     return float(metric(run.logits, batch).sum())
 
 
@@ -110,8 +109,7 @@ def evaluate_circuit(model, dictionaries, dataset, circuit: dict, ablation: str 
     for batch in batches_of(model.tokenizer, dataset, batch_size):
         with torch.no_grad():
             patch = run_spliced(model, dictionaries, batch.patch, grad=False)
-            full = run_spliced(model, dictionaries, batch.clean, grad=False,
-                               last_logits_only=metric is logit_diff)
+            full = run_spliced(model, dictionaries, batch.clean, grad=False)
         ablated = _ablation_values(patch, ablation, generator)
         totals["full"] += float(metric(full.logits, batch).sum())
         for key, kept in (("empty", empty), ("circuit", masks(False)), ("complement", masks(True))):

@@ -37,7 +37,7 @@ def exact_component_effects(model, batch: TaskBatch, kinds=COMPONENTS, chunk: in
     with torch.no_grad():
         patch = run_spliced(model, neurons, batch.patch, grad=False)
         clean_metric = get_method("atp", model, neurons).metric(
-            run_spliced(model, neurons, batch.clean, grad=False, last_logits_only=True).logits, batch)
+            run_spliced(model, neurons, batch.clean, grad=False).logits, batch)
     n, positions = len(batch), batch.clean["input_ids"].shape[1]
     jobs = [(s.name, t) for s in subs for t in range(positions)]
     effects = {s.name: torch.zeros(n, positions) for s in subs}
@@ -54,8 +54,7 @@ def exact_component_effects(model, batch: TaskBatch, kinds=COMPONENTS, chunk: in
             return features, error
         tiled = batch.repeat(len(group))
         with torch.no_grad():
-            run = run_spliced(model, neurons, tiled.clean, edit=edit, grad=False,
-                              last_logits_only=True)
+            run = run_spliced(model, neurons, tiled.clean, edit=edit, grad=False)
             metric = get_method("atp", model, neurons).metric(run.logits, tiled)
         values = (metric - clean_metric.repeat(len(group))).view(len(group), n)
         for (name, t), value in zip(group, values):

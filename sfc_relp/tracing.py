@@ -57,19 +57,17 @@ def model_submodules(model) -> list[Submodule]:
 
 def run_spliced(model, dictionaries: dict, inputs: dict[str, torch.Tensor], *,
                 edit: Edit | None = None, grad: bool = True,
-                track_inputs: bool = False, last_logits_only: bool = False) -> SplicedRun:
+                track_inputs: bool = False) -> SplicedRun:
     """Run `model` on tokenized `inputs` with the given SAEs spliced in.
 
     `edit(submodule, features, error)` may return replacement (features, error) for a
     submodule (patching, interpolation, ablation); the replacements become the node values.
     With `grad`, features are leaves that require grad and errors carry gradients; with
     `track_inputs`, `features_of_input` keeps encode(x) connected to upstream nodes.
-    `last_logits_only` computes logits for the last position alone (cheaper unembedding).
     """
     subs = [s for s in model_submodules(model) if s.name in dictionaries]
     nodes: dict[str, NodeValues] = {}
-    kwargs = dict(inputs, logits_to_keep=1) if last_logits_only else dict(inputs)
-    with torch.set_grad_enabled(grad), model.trace(kwargs):
+    with torch.set_grad_enabled(grad), model.trace(dict(inputs)):
         for sub in subs:
             envoy = resolve_path(model, sub.module_path)
             out = envoy.output

@@ -104,12 +104,9 @@ class Attribution:
         self.model = model
         self.dictionaries = dictionaries
         self.metric = metric
-        # the default metric reads the last position only: skip unembedding the others
-        self.last_logits_only = metric is logit_diff
 
     def run(self, inputs, **options):
         """`run_spliced` on this method's model and dictionaries (overridable per call)."""
-        options.setdefault("last_logits_only", self.last_logits_only)
         dictionaries = options.pop("dictionaries", self.dictionaries)
         return run_spliced(self.model, dictionaries, inputs, **options)
 
