@@ -144,7 +144,11 @@ def batches_of(tokenizer, dataset, batch_size: int) -> list[TaskBatch]:
 def discover_circuit(model, dictionaries, dataset, method: str = "relp", node_threshold: float = 0.1,
                      edge_threshold: float = 0.01, aggregation: str = "sum", batch_size: int = 32,
                      edges: bool = True, metadata: dict | None = None, **method_options) -> nx.DiGraph:
-    """Node effects over `dataset`, thresholded; edges among the kept nodes (aggregation 'sum')."""
+    """Node effects over `dataset`, thresholded; edges among the kept nodes.
+
+    Edges are position-summed, so they are computed under aggregation 'sum' only; under 'none'
+    the graph holds position-resolved nodes and `graph.graph["edges_computed"]` is False.
+    """
     if node_threshold < 0 or edge_threshold < 0:
         raise UserError("thresholds must be non-negative")
     attribution = get_method(method, model, dictionaries, **method_options)
@@ -154,7 +158,8 @@ def discover_circuit(model, dictionaries, dataset, method: str = "relp", node_th
     if edges and aggregation == "sum":
         down = select_nodes(effects, node_threshold)
         edge_effects = accumulate_edges(attribution, batches, down)
-    meta = {"method": method, "n_examples": len(dataset), **(metadata or {})}
+    meta = {"method": method, "n_examples": len(dataset), "edges_computed": edge_effects is not None,
+            **(metadata or {})}
     return build_graph(effects, node_threshold, edge_effects, edge_threshold, **meta)
 
 

@@ -149,6 +149,8 @@ def cmd_circuit(args) -> None:
     for path in paths:
         print(path)
     print(f"nodes: {graph.number_of_nodes() - 1}  edges: {graph.number_of_edges()}")
+    if not graph.graph["edges_computed"]:
+        print("note: edges are computed for --aggregation sum only; this circuit has nodes per position")
 
 
 def cmd_evaluate(args) -> None:

@@ -44,6 +44,7 @@ def test_graph_respects_thresholds_and_carries_metadata(graph, bundle, rc):
     model, dicts = bundle
     assert graph.graph["method"] == "relp" and graph.graph["n_examples"] == 16
     assert graph.graph["node_threshold"] == 0.3 and "tool_version" in graph.graph
+    assert graph.graph["edges_computed"] is True
     nodes = [d for n, d in graph.nodes(data=True) if n != "y"]
     assert len(nodes) > 5
     assert all(abs(d["effect"]) > 0.3 for d in nodes)
@@ -71,6 +72,7 @@ def test_positions_kept_under_aggregation_none(bundle, rc):
                          batch_size=16, metadata={"model": "tiny-pythia"})
     positions = {d["position"] for n, d in g.nodes(data=True) if n != "y"}
     assert len(positions) > 1 and None not in positions
+    assert g.graph["edges_computed"] is False and g.number_of_edges() == 0
 
 
 def _all_nodes(dicts):
