@@ -10,8 +10,6 @@ examples, tool version.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import networkx as nx
@@ -23,6 +21,7 @@ from .attribution import TaskBatch, get_method
 from .attribution.base import NodeEffects
 from .attribution.edges import EdgeEffects
 from .errors import UserError
+from .files import atomic_write
 
 OUTPUT = "y"
 
@@ -165,18 +164,8 @@ def discover_circuit(model, dictionaries, dataset, method: str = "relp", node_th
 
 def save_circuit(graph: nx.DiGraph, path) -> Path:
     """Write node-link JSON atomically (temp file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     data = nx.node_link_data(graph, edges="links")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=1)))
 
 
 def load_circuit(path) -> nx.DiGraph:

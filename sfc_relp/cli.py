@@ -211,8 +211,8 @@ def cmd_sweep(args) -> None:
     test = load_task(args.dataset, "test", args.n_examples, args.seed, model.tokenizer)
     rows = sweep(model, dictionaries, train, test, methods, thresholds, args.batch_size)
     stem = Path(args.out) / f"{model_name(model)}_{dataset_name(args.dataset)}_sweep"
-    csv_path = write_csv(rows, stem.with_suffix(".csv"))
-    png_path = plot_sweep(rows, stem.with_suffix(".png"),
+    csv_path = write_csv(rows, stem.parent / f"{stem.name}.csv")
+    png_path = plot_sweep(rows, stem.parent / f"{stem.name}.png",
                           f"{model_name(model)} / {dataset_name(args.dataset)}")
     print(csv_path)
     print(png_path)

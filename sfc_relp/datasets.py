@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +19,7 @@ from datasets import Dataset
 
 from . import templates as T
 from .errors import UserError
+from .files import atomic_write
 
 COLUMNS = ("clean_prefix", "patch_prefix", "clean_answer", "patch_answer", "case")
 TEST_PERCENT = 20
@@ -125,18 +124,11 @@ def read_jsonl(path) -> Dataset:
 
 def write_jsonl(dataset: Dataset, path) -> Path:
     """Write `dataset` as JSONL atomically (temp file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as handle:
             for row in dataset:
                 handle.write(json.dumps({c: row[c] for c in COLUMNS}) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, write)
 
 
 @dataclass

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 import networkx as nx
 
 from .circuit import OUTPUT
+from .files import atomic_write
 
 
 def _colour(effect: float, scale: float) -> str:
@@ -55,29 +54,17 @@ def to_dot(graph: nx.DiGraph) -> str:
     return dot.source
 
 
-def _atomic_write(path: Path, writer) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        writer(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def draw_circuit(graph: nx.DiGraph, stem) -> list[Path]:
     """Write `stem.dot`, and `stem.svg`, `stem.png` when graphviz's `dot` is installed."""
     stem = Path(stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
     source = to_dot(graph)
-    dot_path = stem.with_suffix(".dot")
-    _atomic_write(dot_path, lambda tmp: Path(tmp).write_text(source))
+    dot_path = stem.parent / f"{stem.name}.dot"
+    atomic_write(dot_path, lambda tmp: Path(tmp).write_text(source))
     written = [dot_path]
     if shutil.which("dot"):
         for fmt in ("svg", "png"):
-            out = stem.with_suffix(f".{fmt}")
-            _atomic_write(out, lambda tmp, fmt=fmt: subprocess.run(
+            out = stem.parent / f"{stem.name}.{fmt}"
+            atomic_write(out, lambda tmp, fmt=fmt: subprocess.run(
                 ["dot", f"-T{fmt}", str(dot_path), "-o", tmp], check=True, capture_output=True))
             written.append(out)
     return written
@@ -91,7 +78,6 @@ def plot_sweep(rows: list[dict], path, title: str = "") -> Path:
     import matplotlib.pyplot as plt
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for method in dict.fromkeys(r["method"] for r in rows):
         points = sorted((r["n_nodes"], r["faithfulness"], r["completeness"]) for r in rows
@@ -110,6 +96,6 @@ def plot_sweep(rows: list[dict], path, title: str = "") -> Path:
     ax.set_title(title)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    _atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
     plt.close(fig)
     return path

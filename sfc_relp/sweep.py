@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import csv
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +10,7 @@ import numpy as np
 from .attribution import get_method
 from .circuit import accumulate_effects, batches_of, select_nodes
 from .evaluation import evaluate_circuit
+from .files import atomic_write
 
 DEFAULT_THRESHOLDS = tuple(float(t) for t in np.logspace(-4, 0, 15))
 COLUMNS = ("method", "node_threshold", "n_nodes", "faithfulness", "completeness")
@@ -37,16 +36,10 @@ def sweep(model, dictionaries, train, test, methods=("relp", "ig", "atp"),
 
 
 def write_csv(rows: list[dict], path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as handle:
+    """The sweep's rows as CSV, written atomically."""
+    def write(tmp: str) -> None:
+        with open(tmp, "w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=COLUMNS)
             writer.writeheader()
             writer.writerows(rows)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, write)
