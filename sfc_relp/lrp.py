@@ -8,6 +8,7 @@ with the bracket detached) and only the backward changes. Rule sets per architec
 
 from __future__ import annotations
 
+import abc
 import contextlib
 from typing import Callable
 
@@ -21,11 +22,12 @@ def _keep_forward(original: torch.Tensor, linearised: torch.Tensor) -> torch.Ten
     return linearised + (original - linearised).detach()
 
 
-class Rule:
+class Rule(abc.ABC):
     """A propagation rule: a forward hook that re-expresses a module's output."""
 
+    @abc.abstractmethod
     def forward_hook(self, module: nn.Module, inputs: tuple, output):
-        raise NotImplementedError
+        """The module's output re-expressed so that only its gradient changes."""
 
     def register(self, module: nn.Module):
         return module.register_forward_hook(self.forward_hook)

@@ -4,6 +4,7 @@ one call signature (captum's style): `Method(model, dictionaries, metric).attrib
 
 from __future__ import annotations
 
+import abc
 import contextlib
 from dataclasses import dataclass
 from typing import Callable
@@ -95,7 +96,7 @@ class NodeEffects:
                      sum(v.sum() for v in agg.errors.values()))
 
 
-class Attribution:
+class Attribution(abc.ABC):
     """Base of every backend. Subclasses implement `node_effects` (per example and position)."""
 
     name = "base"
@@ -116,8 +117,9 @@ class Attribution:
             raise UserError(f"unknown aggregation {aggregation!r}; use sum or none")
         return self.node_effects(batch).aggregate(aggregation)
 
+    @abc.abstractmethod
     def node_effects(self, batch: TaskBatch) -> NodeEffects:
-        raise NotImplementedError
+        """Effects per (example, position): features (B, T, width), errors (B, T)."""
 
     def edges(self, batch: TaskBatch, down_nodes: dict, chunk: int = 64, batched: bool = True):
         """Edge weights into the listed downstream nodes ({submodule: ids, -1 = error})."""
