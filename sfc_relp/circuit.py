@@ -20,13 +20,18 @@ from . import __version__
 from .attribution import TaskBatch, get_method
 from .attribution.base import NodeEffects
 from .attribution.edges import EdgeEffects
-from .errors import UserError
+from .errors import UserError, warn
 from .files import atomic_write
 
 OUTPUT = "y"
 
 
 def node_id(submodule: str, feature: int | None, position: int | None = None) -> str:
+    """The id of a feature node, or of the error node for `feature` None or -1."""
+    if feature is not None and (isinstance(feature, bool) or not isinstance(feature, int)
+                                or feature < -1):
+        raise UserError(f"feature id must be an integer >= 0 (or -1/None for the error node), "
+                        f"got {feature!r} in {submodule}")
     base = f"{submodule}/{'err' if feature is None or feature < 0 else feature}"
     return base if position is None else f"{base}@{position}"
 
@@ -49,7 +54,7 @@ def select_nodes(effects: NodeEffects, threshold: float) -> dict[str, torch.Tens
 def accumulate_effects(method, batches: list[TaskBatch], aggregation: str) -> NodeEffects:
     """Node effects over several batches, combined weighted by batch size."""
     total, count = None, 0
-    for batch in tqdm(batches, desc=f"{method.name} nodes", disable=len(batches) < 2):
+    for batch in tqdm(batches, desc=f"{method.name} nodes", disable=True if len(batches) < 2 else None):
         effects = method.attribute(batch, aggregation)
         if aggregation == "none":  # per example: keep the mean over examples per position
             effects = NodeEffects({k: v.mean(0) for k, v in effects.features.items()},
@@ -71,7 +76,7 @@ def accumulate_edges(method, batches: list[TaskBatch], down_nodes: dict) -> Edge
     """Edge effects into `down_nodes` over several batches, weighted by batch size."""
     total, count = None, 0
     extra = {"up_nodes": down_nodes} if method.name == "exact" else {}
-    for batch in tqdm(batches, desc=f"{method.name} edges", disable=len(batches) < 2):
+    for batch in tqdm(batches, desc=f"{method.name} edges", disable=True if len(batches) < 2 else None):
         edges = method.edges(batch, down_nodes, **extra)
         weight = len(batch)
         if total is None:
@@ -134,10 +139,24 @@ def _add_edges(graph: nx.DiGraph, edges: EdgeEffects, threshold: float) -> None:
 
 
 def batches_of(tokenizer, dataset, batch_size: int) -> list[TaskBatch]:
-    """TaskBatches of at most `batch_size` examples, in dataset order."""
-    rows = dataset.to_list()
-    return [TaskBatch.from_rows(tokenizer, rows[i:i + batch_size])
-            for i in range(0, len(rows), batch_size)]
+    """TaskBatches of at most `batch_size` examples, in dataset order.
+
+    Warns once when prompts within a batch differ in length (IOI's templates do): they are
+    left-padded, so positions are aligned at the end of the prompt.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise UserError(f"batch size must be a positive integer, got {batch_size!r}")
+    rows = dataset.to_list() if hasattr(dataset, "to_list") else list(dataset)
+    if not rows:
+        raise UserError("the dataset is empty; it needs at least one example")
+    batches = [TaskBatch.from_rows(tokenizer, rows[i:i + batch_size])
+               for i in range(0, len(rows), batch_size)]
+    lengths = [b.clean["attention_mask"].sum(-1) for b in batches]
+    if any(int(n.min()) != int(n.max()) for n in lengths):
+        low, high = min(int(n.min()) for n in lengths), max(int(n.max()) for n in lengths)
+        warn(f"prompt lengths differ within a batch ({low} to {high} tokens): prompts are "
+             "left-padded, so positions are aligned at the end of the prompt")
+    return batches
 
 
 def discover_circuit(model, dictionaries, dataset, method: str = "relp", node_threshold: float = 0.1,
@@ -159,13 +178,42 @@ def discover_circuit(model, dictionaries, dataset, method: str = "relp", node_th
         edge_effects = accumulate_edges(attribution, batches, down)
     meta = {"method": method, "n_examples": len(dataset), "edges_computed": edge_effects is not None,
             **(metadata or {})}
-    return build_graph(effects, node_threshold, edge_effects, edge_threshold, **meta)
+    graph = build_graph(effects, node_threshold, edge_effects, edge_threshold, **meta)
+    if graph.number_of_nodes() == 1:
+        warn(f"the circuit has no nodes: no effect exceeds the node threshold {node_threshold}; "
+             "lower --node-threshold")
+    return graph
+
+
+# Settings that make two circuits of the same model and dataset different circuits.
+SETTINGS = ("method", "node_threshold", "edge_threshold", "aggregation", "dtype", "seed", "neurons",
+            "dictionaries", "dict_id", "n_examples_requested", "dataset", "split")
+
+
+def circuit_json(graph: nx.DiGraph) -> str:
+    """The node-link JSON text of a circuit."""
+    return json.dumps(nx.node_link_data(graph, edges="links"), indent=1)
 
 
 def save_circuit(graph: nx.DiGraph, path) -> Path:
     """Write node-link JSON atomically (temp file, then rename)."""
-    data = nx.node_link_data(graph, edges="links")
-    return atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=1)))
+    text = circuit_json(graph)
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def settings_conflict(path, settings: dict) -> str | None:
+    """A description of how the circuit saved at `path` differs from `settings`, or None
+    (no file there, or the same settings)."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        old = json.loads(path.read_text()).get("graph", {})
+    except (OSError, ValueError, AttributeError):
+        return f"{path} exists and is not a circuit file"
+    differ = [f"{key} {old.get(key)!r} -> {settings.get(key)!r}" for key in SETTINGS
+              if key in settings and old.get(key) != settings.get(key)]
+    return f"{path} holds a circuit with other settings ({'; '.join(differ)})" if differ else None
 
 
 def load_circuit(path) -> nx.DiGraph:
@@ -182,19 +230,60 @@ def load_circuit(path) -> nx.DiGraph:
         raise UserError(f"{path} is not a node-link circuit file ({exc})") from None
     if "model" not in graph.graph or "method" not in graph.graph:
         raise UserError(f"{path} lacks circuit metadata (model, method); was it written by sfc-relp?")
+    for node, data in graph.nodes(data=True):
+        if node == OUTPUT:
+            continue
+        problem = _node_problem(data)
+        if problem:
+            raise UserError(f"{path}: node {node!r} {problem}")
     return graph
 
 
-def circuit_nodes(graph: nx.DiGraph, submodules: list[str]) -> dict[str, tuple[set, bool]]:
-    """{submodule: (kept feature ids, error kept)} from a circuit graph (positions ignored)."""
+def _node_problem(data: dict) -> str | None:
+    if not isinstance(data.get("submodule"), str):
+        return "has no submodule name"
+    if data.get("error"):
+        return None
+    feature = data.get("feature")
+    if isinstance(feature, bool) or not isinstance(feature, int):
+        return f"has feature {feature!r}; expected an integer >= 0 (or error: true)"
+    if feature < 0:
+        return f"has negative feature {feature}; expected an integer >= 0 (or error: true)"
+    return None
+
+
+def circuit_nodes(graph: nx.DiGraph, submodules, widths: dict | None = None) -> dict[str, tuple[set, bool]]:
+    """{submodule: (kept feature ids, error kept)} from a circuit graph (positions ignored).
+
+    `submodules` is a list of names or {name: dictionary}; with dictionaries (or `widths`)
+    feature ids are checked against each dictionary's width. A node in a submodule the model
+    does not have, or with a bad feature id, is a UserError.
+    """
+    if widths is None and isinstance(submodules, dict):
+        widths = {k: getattr(v, "dict_size", None) for k, v in submodules.items()}
     kept = {name: (set(), False) for name in submodules}
-    for _, data in graph.nodes(data=True):
+    for node, data in graph.nodes(data=True):
+        if node == OUTPUT:
+            continue
         name = data.get("submodule")
         if name not in kept:
-            continue
+            raise UserError(f"circuit node {node!r} is in submodule {name!r}, which this model does "
+                            f"not have (it has {', '.join(kept)})")
+        problem = _node_problem(data)
+        if problem:
+            raise UserError(f"circuit node {node!r} {problem}")
         features, error = kept[name]
         if data.get("error"):
             kept[name] = (features, True)
-        else:
-            features.add(int(data["feature"]))
+            continue
+        width = (widths or {}).get(name)
+        if width is not None and data["feature"] >= width:
+            raise UserError(f"circuit node {node!r} has feature {data['feature']}, but the {name} "
+                            f"dictionary has only {width} features; use the dictionaries the "
+                            "circuit was built with")
+        features.add(data["feature"])
+    for source, target in graph.edges():
+        for node in (source, target):
+            if node != OUTPUT and graph.nodes[node].get("submodule") not in kept:
+                raise UserError(f"circuit edge {source!r} -> {target!r} refers to an unknown node")
     return kept

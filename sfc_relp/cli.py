@@ -10,7 +10,15 @@ import sys
 import warnings
 
 from . import __version__
-from .errors import UserError
+from . import validation as V
+from .errors import SfcRelpWarning, UserError
+
+
+class _Parser(argparse.ArgumentParser):
+    """Reports a bad argument as one line on stderr and exits 1 (argparse: usage + exit 2)."""
+
+    def error(self, message: str):
+        self.exit(1, f"{self.prog}: error: {message}\n")
 
 
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -22,9 +30,9 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
                         help="root of SAE dictionaries in Marks et al.'s layout (default: the project's dictionaries/)")
     parser.add_argument("--dict-id", default=None, help="which <id>_<width> dictionary to use when several exist")
     parser.add_argument("--neurons", action="store_true", help="use neurons (identity dictionaries) instead of SAEs")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", default="float32")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", type=V.device)
+    parser.add_argument("--dtype", default="float32", type=V.dtype)
+    parser.add_argument("--seed", type=V.non_negative_int, default=0)
 
 
 def _load(args):
@@ -37,6 +45,14 @@ def _load(args):
     model = load_model(args.model, device=args.device, dtype=args.dtype)
     dictionaries = dictionaries_for(model, args.dictionaries, args.dict_id, args.neurons)
     return model, dictionaries
+
+
+def _task(args, model, name, split, n):
+    """load_task with the model's tokenizer and context length."""
+    from .datasets import load_task
+
+    context = getattr(model.config, "max_position_embeddings", None)
+    return load_task(name, split, n, args.seed, model.tokenizer, max_length=context)
 
 
 def cmd_datasets_build(args) -> None:
@@ -55,7 +71,7 @@ def cmd_trace(args) -> None:
     from .tracing import run_spliced, tokenize
 
     model, dictionaries = _load(args)
-    data = load_task(args.dataset, "test", args.n_examples, args.seed, model.tokenizer)
+    data = _task(args, model, args.dataset, "test", args.n_examples)
     inputs = tokenize(model.tokenizer, data["clean_prefix"], args.device)
     with torch.no_grad():
         plain = hf_model(model)(**inputs).logits
@@ -93,7 +109,7 @@ def cmd_zoo_train(args) -> None:
 
     model_dir = args.model_dir or ZOO_DIR / args.name
     result = train_bundle(model_dir, args.dictionaries or DEFAULT_ROOT, args.name, args.budget,
-                          args.seed)
+                          args.seed, force=args.force)
     print(f"model: {result['model']}\ndictionaries: {result['dictionaries']}\n"
           f"took {result['seconds']:.0f}s")
 
@@ -120,32 +136,38 @@ def cmd_zoo_report(args) -> None:
         print(f"{name:<10} {q['fve']:>7.3f} {q['l0']:>7.1f} {q['dead']:>7.3f} {q['loss_recovered']:>10.3f}")
 
 
-def _check_thresholds(*values) -> None:
-    for value in values:
-        if value is not None and value < 0:
-            raise UserError(f"thresholds must be non-negative, got {value}")
-
-
 def cmd_circuit(args) -> None:
     from pathlib import Path
 
-    from .circuit import discover_circuit, save_circuit
-    from .datasets import dataset_name, load_task
-    from .loading import model_name
+    from .circuit import circuit_json, discover_circuit, settings_conflict
+    from .datasets import dataset_name
+    from .files import StagedFiles, safe_name
     from .plotting import draw_circuit
 
-    _check_thresholds(args.node_threshold, args.edge_threshold)
+    model_short = safe_name(Path(args.model.rstrip("/")).name, "model")
+    name = f"{model_short}_{dataset_name(args.dataset)}_{args.method}"
+    out = Path(args.out)
+    settings = {"method": args.method, "node_threshold": args.node_threshold,
+                "edge_threshold": args.edge_threshold, "aggregation": args.aggregation,
+                "dtype": args.dtype, "seed": args.seed, "neurons": args.neurons,
+                "dictionaries": "neurons" if args.neurons else str(args.dictionaries or "default"),
+                "dict_id": args.dict_id, "n_examples_requested": args.n_examples,
+                "dataset": args.dataset, "split": "train"}
+    conflict = settings_conflict(out / f"{name}.json", settings)
+    if conflict and not args.force:
+        raise UserError(f"{conflict}; pass --force to replace it or choose another --out")
     model, dictionaries = _load(args)
-    data = load_task(args.dataset, "train", args.n_examples, args.seed, model.tokenizer)
-    name = f"{model_name(model)}_{dataset_name(args.dataset)}_{args.method}"
+    data = _task(args, model, args.dataset, "train", args.n_examples)
     graph = discover_circuit(
         model, dictionaries, data, args.method, args.node_threshold, args.edge_threshold,
         args.aggregation, args.batch_size, metadata={
-            "model": model_name(model), "model_path": args.model,
-            "dictionaries": "neurons" if args.neurons else str(args.dictionaries or "default"),
-            "dict_id": args.dict_id, "dataset": args.dataset, "split": "train"})
-    out = Path(args.out)
-    paths = [save_circuit(graph, out / f"{name}.json")] + draw_circuit(graph, out / name)
+            **{k: v for k, v in settings.items()
+               if k not in ("method", "node_threshold", "edge_threshold", "aggregation")},
+            "model": model_short, "model_path": args.model})
+    with StagedFiles(out) as staged:
+        Path(staged.path(f"{name}.json")).write_text(circuit_json(graph))
+        draw_circuit(graph, out / name, staged=staged)
+        paths = staged.commit()
     for path in paths:
         print(path)
     print(f"nodes: {graph.number_of_nodes() - 1}  edges: {graph.number_of_edges()}")
@@ -157,7 +179,6 @@ def cmd_evaluate(args) -> None:
     import json
 
     from .circuit import circuit_nodes, load_circuit
-    from .datasets import load_task
     from .evaluation import evaluate_circuit
     from .loading import model_name
 
@@ -173,9 +194,8 @@ def cmd_evaluate(args) -> None:
     if model_name(model) != meta["model"]:
         raise UserError(f"{args.circuit} was built on model {meta['model']!r}, not "
                         f"{model_name(model)!r}; pass --model {meta['model']}")
-    data = load_task(args.dataset or meta.get("dataset"), args.split, args.n_examples, args.seed,
-                     model.tokenizer)
-    circuit = circuit_nodes(graph, list(dictionaries))
+    circuit = circuit_nodes(graph, dictionaries)
+    data = _task(args, model, args.dataset or meta.get("dataset"), args.split, args.n_examples)
     result = evaluate_circuit(model, dictionaries, data, circuit, args.ablation, args.errors,
                               args.intact_layers, args.batch_size, seed=args.seed)
     if args.json:
@@ -189,52 +209,35 @@ def cmd_evaluate(args) -> None:
 def cmd_sweep(args) -> None:
     from pathlib import Path
 
-    from .attribution import METHODS
-    from .datasets import dataset_name, load_task
+    from .datasets import dataset_name
+    from .files import StagedFiles, safe_name
     from .loading import model_name
     from .plotting import plot_sweep
     from .sweep import DEFAULT_THRESHOLDS, sweep, write_csv
 
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise UserError(f"unknown method {unknown[0]!r}; choose from {', '.join(METHODS)}")
-    thresholds = DEFAULT_THRESHOLDS
-    if args.thresholds:
-        try:
-            thresholds = [float(t) for t in args.thresholds.split(",")]
-        except ValueError:
-            raise UserError(f"--thresholds must be comma-separated numbers, got {args.thresholds!r}") from None
-    _check_thresholds(*thresholds)
+    thresholds = args.thresholds or DEFAULT_THRESHOLDS
     model, dictionaries = _load(args)
-    train = load_task(args.dataset, "train", args.n_examples, args.seed, model.tokenizer)
-    test = load_task(args.dataset, "test", args.n_examples, args.seed, model.tokenizer)
-    rows = sweep(model, dictionaries, train, test, methods, thresholds, args.batch_size)
-    stem = Path(args.out) / f"{model_name(model)}_{dataset_name(args.dataset)}_sweep"
-    csv_path = write_csv(rows, stem.parent / f"{stem.name}.csv")
-    png_path = plot_sweep(rows, stem.parent / f"{stem.name}.png",
-                          f"{model_name(model)} / {dataset_name(args.dataset)}")
-    print(csv_path)
-    print(png_path)
+    train = _task(args, model, args.dataset, "train", args.n_examples)
+    test = _task(args, model, args.dataset, "test", args.n_examples)
+    rows = sweep(model, dictionaries, train, test, args.methods, thresholds, args.batch_size)
+    stem = f"{safe_name(model_name(model), 'model')}_{dataset_name(args.dataset)}_sweep"
+    with StagedFiles(Path(args.out)) as staged:
+        write_csv(rows, staged.path(f"{stem}.csv"), atomic=False)
+        plot_sweep(rows, staged.path(f"{stem}.png"),
+                   f"{model_name(model)} / {dataset_name(args.dataset)}", atomic=False)
+        for path in staged.commit():
+            print(path)
 
 
 def cmd_fidelity(args) -> None:
     import json
 
-    from .attribution import METHODS, TaskBatch
-    from .datasets import load_task
-    from .fidelity import COMPONENTS, component_fidelity, node_fidelity
+    from .attribution import TaskBatch
+    from .fidelity import component_fidelity, node_fidelity
 
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    components = [c.strip() for c in args.components.split(",") if c.strip()]
-    for name in methods:
-        if name not in METHODS or name == "exact":
-            raise UserError(f"unknown method {name!r}; choose from atp, relp, ig")
-    for name in components:
-        if name not in COMPONENTS:
-            raise UserError(f"unknown component {name!r}; choose from {', '.join(COMPONENTS)}")
+    methods, components = args.methods, args.components
     model, dictionaries = _load(args)
-    data = load_task(args.task, "test", args.n_prompts, args.seed, model.tokenizer)
+    data = _task(args, model, args.task, "test", args.n_prompts)
     batch = TaskBatch.from_rows(model.tokenizer, data.to_list())
     result = component_fidelity(model, batch, methods, components)
     nodes = {}
@@ -257,8 +260,14 @@ def cmd_fidelity(args) -> None:
           f"SAE nodes: features and errors, {min(args.node_prompts, len(data))} prompts")
 
 
+def _methods() -> list[str]:
+    from .attribution import METHODS
+
+    return list(METHODS)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sfc-relp", description=(
+    parser = _Parser(prog="sfc-relp", description=(
         "Sparse feature circuits with relevance patching (RelP) for Pythia-architecture models."))
     parser.add_argument("--version", action="version", version=f"sfc-relp {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -266,28 +275,30 @@ def build_parser() -> argparse.ArgumentParser:
     datasets = commands.add_parser("datasets", help="build the template datasets as JSONL")
     datasets_commands = datasets.add_subparsers(dest="datasets_command", metavar="ACTION", required=True)
     build = datasets_commands.add_parser("build", help="write {family}_{split}.jsonl for every task family")
-    build.add_argument("--out", default="data", help="output directory (default data/)")
-    build.add_argument("--n-train", type=int, default=512)
-    build.add_argument("--n-test", type=int, default=128)
-    build.add_argument("--seed", type=int, default=0)
+    build.add_argument("--out", default="data", type=V.output_dir, help="output directory (default data/)")
+    build.add_argument("--n-train", type=V.positive_int, default=512)
+    build.add_argument("--n-test", type=V.positive_int, default=128)
+    build.add_argument("--seed", type=V.non_negative_int, default=0)
     build.set_defaults(func=cmd_datasets_build)
 
     trace = commands.add_parser("trace", help="splice every SAE into one forward and summarise the nodes")
     _add_model_args(trace)
     trace.add_argument("--dataset", default="rc", help="task family or JSONL file (default rc)")
-    trace.add_argument("--n-examples", type=int, default=8)
+    trace.add_argument("--n-examples", type=V.positive_int, default=8)
     trace.set_defaults(func=cmd_trace)
 
     circuit = commands.add_parser("circuit", help="discover a sparse feature circuit and draw it")
     _add_model_args(circuit)
     circuit.add_argument("--dataset", required=True, help="simple, nounpp, rc, within_rc, ioi or a .jsonl file")
     circuit.add_argument("--method", choices=["relp", "atp", "ig", "exact"], default="relp")
-    circuit.add_argument("--node-threshold", type=float, default=0.1)
-    circuit.add_argument("--edge-threshold", type=float, default=0.01)
+    circuit.add_argument("--node-threshold", type=V.non_negative_float, default=0.1)
+    circuit.add_argument("--edge-threshold", type=V.non_negative_float, default=0.01)
     circuit.add_argument("--aggregation", choices=["sum", "none"], default="sum")
-    circuit.add_argument("--n-examples", type=int, default=64)
-    circuit.add_argument("--batch-size", type=int, default=32)
-    circuit.add_argument("--out", default="circuits")
+    circuit.add_argument("--n-examples", type=V.positive_int, default=64)
+    circuit.add_argument("--batch-size", type=V.positive_int, default=32)
+    circuit.add_argument("--out", default="circuits", type=V.output_dir)
+    circuit.add_argument("--force", action="store_true",
+                         help="replace a saved circuit of the same name built with other settings")
     circuit.set_defaults(func=cmd_circuit)
 
     evaluate = commands.add_parser("evaluate", help="faithfulness and completeness of a saved circuit")
@@ -296,12 +307,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--circuit", required=True)
     evaluate.add_argument("--dataset", default=None, help="default: the circuit's dataset")
     evaluate.add_argument("--split", choices=["train", "test"], default="test")
-    evaluate.add_argument("--n-examples", type=int, default=64)
-    evaluate.add_argument("--batch-size", type=int, default=32)
+    evaluate.add_argument("--n-examples", type=V.positive_int, default=64)
+    evaluate.add_argument("--batch-size", type=V.positive_int, default=32)
     evaluate.add_argument("--ablation", choices=["mean", "zero", "resample"], default="mean")
     evaluate.add_argument("--errors", choices=["outside", "always", "never"], default="outside",
                           help="error nodes: ablate when outside the circuit, always, or never")
-    evaluate.add_argument("--intact-layers", type=int, default=None,
+    evaluate.add_argument("--intact-layers", type=V.non_negative_int, default=None,
                           help="layers below this are never ablated (default: a third of the layers)")
     evaluate.add_argument("--json", action="store_true")
     evaluate.set_defaults(func=cmd_evaluate)
@@ -309,20 +320,22 @@ def build_parser() -> argparse.ArgumentParser:
     sweep_ = commands.add_parser("sweep", help="faithfulness against node threshold for several methods")
     _add_model_args(sweep_)
     sweep_.add_argument("--dataset", required=True)
-    sweep_.add_argument("--methods", default="relp,ig,atp")
-    sweep_.add_argument("--thresholds", default=None, help="comma-separated (default: logspace(-4, 0, 15))")
-    sweep_.add_argument("--n-examples", type=int, default=64)
-    sweep_.add_argument("--batch-size", type=int, default=32)
-    sweep_.add_argument("--out", default="circuits")
+    sweep_.add_argument("--methods", default="relp,ig,atp", type=V.name_list(_methods, "method"))
+    sweep_.add_argument("--thresholds", default=None, type=V.threshold_list,
+                        help="comma-separated (default: logspace(-4, 0, 15))")
+    sweep_.add_argument("--n-examples", type=V.positive_int, default=64)
+    sweep_.add_argument("--batch-size", type=V.positive_int, default=32)
+    sweep_.add_argument("--out", default="circuits", type=V.output_dir)
     sweep_.set_defaults(func=cmd_sweep)
 
     fidelity = commands.add_parser("fidelity", help="correlation of each method with activation patching")
     _add_model_args(fidelity)
     fidelity.add_argument("--task", choices=["ioi", "simple", "nounpp", "rc", "within_rc"], default="ioi")
-    fidelity.add_argument("--n-prompts", type=int, default=100)
-    fidelity.add_argument("--methods", default="atp,relp,ig")
-    fidelity.add_argument("--components", default="resid,attn,mlp")
-    fidelity.add_argument("--node-prompts", type=int, default=16,
+    fidelity.add_argument("--n-prompts", type=V.positive_int, default=100)
+    fidelity.add_argument("--methods", default="atp,relp,ig", type=V.name_list(("atp", "relp", "ig"), "method"))
+    fidelity.add_argument("--components", default="resid,attn,mlp",
+                          type=V.name_list(("resid", "attn", "mlp"), "component"))
+    fidelity.add_argument("--node-prompts", type=V.non_negative_int, default=16,
                           help="prompts for the SAE-node-level correlation (exact patching of every node; 0 skips)")
     fidelity.add_argument("--json", action="store_true", help="print {method: {component: pcc}}")
     fidelity.set_defaults(func=cmd_fidelity)
@@ -330,43 +343,66 @@ def build_parser() -> argparse.ArgumentParser:
     zoo = commands.add_parser("zoo", help="models and dictionaries made by the project")
     zoo_commands = zoo.add_subparsers(dest="zoo_command", metavar="ACTION", required=True)
     train = zoo_commands.add_parser("train", help="recreate the bundled model and its 19 SAEs (seeded)")
-    train.add_argument("--name", default="tiny-pythia")
+    train.add_argument("--name", default="tiny-pythia", type=V.component)
     train.add_argument("--budget", choices=["full", "mini"], default="full",
                        help="full: the shipped bundle; mini: a seconds-long smoke run")
-    train.add_argument("--model-dir", default=None, help="where to write the model (default: the package zoo)")
-    train.add_argument("--dictionaries", default=None, help="dictionary root (default: the project's dictionaries/)")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--model-dir", default=None, type=V.output_dir,
+                       help="where to write the model (default: the package zoo)")
+    train.add_argument("--dictionaries", default=None, type=V.output_dir,
+                       help="dictionary root (default: the project's dictionaries/)")
+    train.add_argument("--seed", type=V.non_negative_int, default=0)
+    train.add_argument("--force", action="store_true",
+                       help="replace a non-empty target directory that zoo train did not write")
     train.set_defaults(func=cmd_zoo_train)
 
     report = zoo_commands.add_parser("report", help="task accuracy and SAE quality of a model and its SAEs")
     _add_model_args(report)
-    report.add_argument("--n-sentences", type=int, default=1000, help="held-out corpus size for SAE metrics")
+    report.add_argument("--n-sentences", type=V.positive_int, default=1000, help="held-out corpus size for SAE metrics")
     report.add_argument("--json", action="store_true", help="print one JSON object")
     report.set_defaults(func=cmd_zoo_report)
 
     random_ = zoo_commands.add_parser("random", help="save a random-weight Pythia-70M-shaped model and SAEs")
-    random_.add_argument("--out", required=True)
-    random_.add_argument("--name", default="random-pythia")
-    random_.add_argument("--tokenizer", default="../shared/data/gpt-neox-20b-tokenizer.json")
-    random_.add_argument("--width", type=int, default=32768)
+    random_.add_argument("--out", required=True, type=V.output_dir)
+    random_.add_argument("--name", default="random-pythia", type=V.component)
+    random_.add_argument("--tokenizer", default="../shared/data/gpt-neox-20b-tokenizer.json",
+                         type=V.existing_file)
+    random_.add_argument("--width", type=V.positive_int, default=32768)
     random_.add_argument("--small", action="store_true", help="d_model 64 instead of Pythia-70M's 512")
-    random_.add_argument("--seed", type=int, default=0)
+    random_.add_argument("--seed", type=V.non_negative_int, default=0)
     random_.set_defaults(func=cmd_zoo_random)
     return parser
 
 
+def _one_line(text) -> str:
+    return " ".join(str(text).split())
+
+
+def _show_warning(message, category, *_args, **_kwargs) -> None:
+    print(f"sfc-relp: warning: {_one_line(message)}", file=sys.stderr)
+
+
 def main(argv=None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    warnings.filterwarnings("ignore")
     try:
-        args.func(args)
-    except UserError as exc:
-        print(f"sfc-relp: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("sfc-relp: interrupted", file=sys.stderr)
-        return 130
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 1
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore")
+        warnings.filterwarnings("always", category=SfcRelpWarning)
+        warnings.showwarning = _show_warning
+        try:
+            args.func(args)
+        except UserError as exc:
+            print(f"sfc-relp: error: {_one_line(exc)}", file=sys.stderr)
+            return 1
+        except OSError as exc:  # disk full, read-only output, permissions
+            where = f" ({exc.filename})" if exc.filename else ""
+            print(f"sfc-relp: error: {_one_line(exc.strerror or exc)}{where}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print("sfc-relp: interrupted", file=sys.stderr)
+            return 130
     return 0
 
 

@@ -69,6 +69,10 @@ def load_dictionary(path, d_model: int | None = None, device="cpu", dtype=torch.
                         f"({type(exc).__name__}); re-save it with torch.save(ae.state_dict())") from None
     if not isinstance(state, dict):
         raise UserError(f"{weights} holds a {type(state).__name__}, not a state_dict")
+    broken = [k for k, v in state.items() if torch.is_tensor(v) and v.is_floating_point()
+              and not torch.isfinite(v).all()]
+    if broken:
+        raise UserError(f"{weights}: {broken[0]} holds NaN or infinite values; retrain or re-export it")
     config = {}
     config_file = weights.parent / "config.json"
     if config_file.is_file():

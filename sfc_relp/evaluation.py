@@ -9,7 +9,7 @@ batch's patch prompts (default), by zero, or by the value in another example's p
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 
@@ -75,17 +75,65 @@ def _metric_with_kept(model, dictionaries, batch, kept: dict, ablated: dict, met
     return float(metric(run.logits, batch).sum())
 
 
-def evaluate_circuit(model, dictionaries, dataset, circuit: dict, ablation: str = "mean",
-                     error_policy: str = "outside", intact_layers: int | None = None,
-                     batch_size: int = 32, metric=logit_diff, seed: int = 0) -> Evaluation:
-    """Faithfulness and completeness of `circuit` ({submodule: (feature ids, error kept)})."""
+@dataclass
+class Baseline:
+    """What every circuit evaluated on one dataset shares: per batch, the ablation values (from
+    the patch run) and the full model's metric. Computed once, reused across circuits (the
+    sweep evaluates one circuit per method and threshold)."""
+
+    ablation: str
+    seed: int
+    batches: list = field(default_factory=list)  # (TaskBatch, ablation values)
+    full: float = 0.0  # metric summed over examples
+    count: int = 0
+    empty: dict = field(default_factory=dict)  # (names, error policy) -> metric sum, cached
+
+
+def baseline_runs(model, dictionaries, dataset, ablation: str = "mean", batch_size: int = 32,
+                  metric=logit_diff, seed: int = 0) -> Baseline:
+    """The full and patch runs of every batch of `dataset`, reduced to what evaluation needs."""
     if ablation not in ABLATIONS:
         raise UserError(f"unknown ablation {ablation!r}; use one of {', '.join(ABLATIONS)}")
+    generator = torch.Generator().manual_seed(seed)
+    base = Baseline(ablation, seed)
+    for batch in batches_of(model.tokenizer, dataset, batch_size):
+        with torch.no_grad():
+            patch = run_spliced(model, dictionaries, batch.patch, grad=False)
+            full = run_spliced(model, dictionaries, batch.clean, grad=False)
+        base.batches.append((batch, _ablation_values(patch, ablation, generator)))
+        base.full += float(metric(full.logits, batch).sum())
+        base.count += len(batch)
+        del patch, full
+    return base
+
+
+def evaluate_circuit(model, dictionaries, dataset, circuit: dict, ablation: str = "mean",
+                     error_policy: str = "outside", intact_layers: int | None = None,
+                     batch_size: int = 32, metric=logit_diff, seed: int = 0,
+                     baseline: Baseline | None = None) -> Evaluation:
+    """Faithfulness and completeness of `circuit` ({submodule: (feature ids, error kept)}).
+
+    `baseline` (from `baseline_runs` with the same dataset, ablation, metric and seed) skips
+    recomputing the full and patch runs; results are the same.
+    """
+    if ablation not in ABLATIONS:
+        raise UserError(f"unknown ablation {ablation!r}; use one of {', '.join(ABLATIONS)}")
+    if baseline is not None and (baseline.ablation, baseline.seed) != (ablation, seed):
+        raise UserError(f"the baseline was computed for ablation {baseline.ablation!r}, seed "
+                        f"{baseline.seed}, not {ablation!r}, {seed}")
     if error_policy not in ERROR_POLICIES:
         raise UserError(f"unknown error policy {error_policy!r}; use one of {', '.join(ERROR_POLICIES)}")
     names = ablatable_submodules(model.config, intact_layers)
+    missing = [name for name in names if name not in dictionaries]
+    if missing:
+        raise UserError(f"no dictionary for {', '.join(missing)}; pass dictionaries for every submodule")
     widths = {name: dictionaries[name].dict_size for name in names}
-    generator = torch.Generator().manual_seed(seed)
+    for name, (features, _) in circuit.items():
+        bad = [i for i in features if isinstance(i, bool) or not isinstance(i, int) or i < 0
+               or (name in widths and i >= widths[name])]
+        if bad:
+            raise UserError(f"circuit feature {bad[0]!r} of {name} is not an id in "
+                            f"[0, {widths.get(name, '?')})")
 
     def masks(complement: bool) -> dict:
         out = {}
@@ -104,18 +152,18 @@ def evaluate_circuit(model, dictionaries, dataset, circuit: dict, ablation: str 
         return out
     empty = {name: (torch.zeros(widths[name], dtype=torch.bool), error_policy == "never")
              for name in names}
-    totals = dict(full=0.0, empty=0.0, circuit=0.0, complement=0.0)
-    count = 0
-    for batch in batches_of(model.tokenizer, dataset, batch_size):
-        with torch.no_grad():
-            patch = run_spliced(model, dictionaries, batch.patch, grad=False)
-            full = run_spliced(model, dictionaries, batch.clean, grad=False)
-        ablated = _ablation_values(patch, ablation, generator)
-        totals["full"] += float(metric(full.logits, batch).sum())
-        for key, kept in (("empty", empty), ("circuit", masks(False)), ("complement", masks(True))):
+    if baseline is None:
+        baseline = baseline_runs(model, dictionaries, dataset, ablation, batch_size, metric, seed)
+    totals = dict(full=baseline.full, circuit=0.0, complement=0.0)
+    empty_key = (tuple(names), error_policy)
+    for batch, ablated in baseline.batches:
+        for key, kept in (("circuit", masks(False)), ("complement", masks(True))):
             totals[key] += _metric_with_kept(model, dictionaries, batch, kept, ablated, metric)
-        count += len(batch)
-    m = {k: v / count for k, v in totals.items()}
+    if empty_key not in baseline.empty:
+        baseline.empty[empty_key] = sum(_metric_with_kept(model, dictionaries, batch, empty, ablated, metric)
+                                        for batch, ablated in baseline.batches)
+    totals["empty"] = baseline.empty[empty_key]
+    m = {k: v / baseline.count for k, v in totals.items()}
     span = m["full"] - m["empty"]
     if abs(span) < 1e-9:
         raise UserError("ablating every node leaves the metric unchanged; faithfulness is undefined "

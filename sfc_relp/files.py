@@ -1,24 +1,117 @@
-"""Writing output files atomically: a temp file beside the target, renamed when complete, so
-an error never leaves a half-written file behind."""
+"""Writing output files safely: every file of one run is staged under a unique temporary
+name in its target directory and renamed into place only when all are complete, so an error
+(disk full, `dot` failing, Ctrl-C) leaves no half-written or half-updated output. Files get
+the permissions the umask allows (mkstemp alone would make them 0600).
+"""
 
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Callable
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def default_mode() -> int:
+    """The mode a plain `open(path, 'w')` would give a new file under the current umask."""
+    return 0o666 & ~_umask()
+
+
+def safe_name(text: str, fallback: str = "output") -> str:
+    """`text` reduced to one harmless path component (letters, digits, '.', '_', '-')."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", str(text)).lstrip(".")
+    return name or fallback
+
+
 def atomic_write(path, write: Callable[[str], None]) -> Path:
     """Call `write(temp_path)`, then rename the temp file to `path`; remove it on failure."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    with StagedFiles(Path(path).parent) as staged:
+        write(staged.path(Path(path).name))
+        return staged.commit()[0]
+
+
+class StagedFiles:
+    """The files of one run, written under temporary names in `directory`, then renamed together.
+
+    `path(name)` gives the temporary path to write `name` to; `commit()` renames every staged
+    file into place (files it replaces are kept aside until all renames succeeded, and put back
+    if one fails). Leaving the `with` block without committing removes the temporaries, and
+    the directory too if this run created it and it is empty.
+    """
+
+    def __init__(self, directory):
+        self.directory = Path(directory)
+        self.staged: dict[str, str] = {}
+        self.created: list[Path] = []
+        self.committed = False
+
+    def __enter__(self) -> "StagedFiles":
+        missing = []
+        probe = self.directory
+        while not probe.exists() and probe.parent != probe:
+            missing.append(probe)
+            probe = probe.parent
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.created = missing  # deepest first
+        return self
+
+    def path(self, name: str) -> str:
+        if name in self.staged:
+            return self.staged[name]
+        if Path(name).name != name or name in ("", ".", ".."):
+            raise ValueError(f"staged file name must be one path component, got {name!r}")
+        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=f".{name}.", suffix=".tmp")
+        os.close(fd)
+        self.staged[name] = tmp
+        return tmp
+
+    def commit(self) -> list[Path]:
+        """Rename every staged file into place, all or none; the final paths in staging order."""
+        mode = default_mode()
+        for tmp in self.staged.values():
+            os.chmod(tmp, mode)
+        done: list[tuple[Path, str | None]] = []
+        try:
+            for name, tmp in self.staged.items():
+                final = self.directory / name
+                aside = None
+                if final.exists():
+                    fd, aside = tempfile.mkstemp(dir=self.directory, prefix=f".{name}.", suffix=".old")
+                    os.close(fd)
+                    try:
+                        os.replace(final, aside)
+                    except BaseException:
+                        Path(aside).unlink(missing_ok=True)
+                        raise
+                done.append((final, aside))
+                os.replace(tmp, final)
+        except BaseException:
+            for final, aside in reversed(done):
+                if aside is not None:
+                    os.replace(aside, final)
+                elif final.exists() and final.name in self.staged and not Path(self.staged[final.name]).exists():
+                    final.unlink()
+            raise
+        for _, aside in done:
+            if aside is not None:
+                Path(aside).unlink(missing_ok=True)
+        self.committed = True
+        return [self.directory / name for name in self.staged]
+
+    def __exit__(self, *exc) -> None:
+        if self.committed:
+            return
+        for tmp in self.staged.values():
+            Path(tmp).unlink(missing_ok=True)
+        for directory in self.created:
+            try:
+                directory.rmdir()
+            except OSError:
+                break

@@ -96,12 +96,23 @@ def load_model(name_or_path: str = DEFAULT_MODEL, device: str = "cpu", dtype="fl
     if local and not (Path(path) / "config.json").is_file():
         raise UserError(f"{path} has no config.json; pass a directory saved with "
                         "save_pretrained() or a bundled model name")
+    if local and not any((Path(path) / f).is_file() for f in ("model.safetensors", "model.safetensors.index.json")):
+        pickled = [f for f in ("pytorch_model.bin", "pytorch_model.bin.index.json") if (Path(path) / f).is_file()]
+        raise UserError(f"{path} has no model.safetensors" + (
+            f" (only {pickled[0]}, a pickle this tool does not load); convert it with "
+            "save_pretrained(..., safe_serialization=True)" if pickled else ""))
+    torch_dtype = parse_dtype(dtype)
     try:
         hf_model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=parse_dtype(dtype), local_files_only=True,
+            path, dtype=torch_dtype, local_files_only=True, use_safetensors=True,
             attn_implementation=attn_implementation)
         tokenizer = _load_tokenizer(path)
-    except OSError:
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
+        if local or not isinstance(exc, OSError):
+            detail = " ".join(str(exc).split())[:200]
+            raise UserError(f"could not load a model from {path} ({type(exc).__name__}: {detail}); "
+                            "it needs config.json, complete weights (model.safetensors) and a "
+                            "tokenizer") from None
         if local:
             raise UserError(f"could not load a model from {path}: it needs config.json, "
                             "weights (model.safetensors) and a tokenizer") from None

@@ -158,8 +158,36 @@ def _is_norm(module: nn.Module) -> bool:
     return isinstance(module, nn.LayerNorm) or type(module).__name__.endswith("RMSNorm")
 
 
+# Activations whose gradient already is a valid LRP-0 relevance (piecewise linear, through 0).
+_NO_RULE_NEEDED = (nn.ReLU, nn.LeakyReLU, nn.PReLU)
+
+
+def _activation_classes() -> tuple:
+    from transformers.activations import ACT2CLS
+
+    classes = {v[0] if isinstance(v, tuple) else v for v in ACT2CLS.values()}
+    return tuple(classes | {nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.ELU, nn.Softplus, nn.Mish})
+
+
+def check_activations(model: nn.Module) -> None:
+    """UserError when the model has an activation module with no LRP rule here (RelP would
+    silently fall back to the plain gradient through it)."""
+    from .errors import UserError
+
+    known = _activation_classes()
+    for name, module in model.named_modules():
+        if isinstance(module, known) and type(module).__name__ != "LinearActivation" and \
+                not _is_activation(module) and not isinstance(module, _NO_RULE_NEEDED):
+            raise UserError(f"RelP has no LRP rule for activation {type(module).__name__} (at {name}); "
+                            "use --method atp or ig, or add a rule in sfc_relp/lrp.py")
+
+
 def composite_for(model: nn.Module, ah: bool = False, epsilon: float | None = None) -> Composite:
-    """The paper's rule set: LN-rule, Identity-rule, 0-rule (epsilon optional), AH optional."""
+    """The paper's rule set: LN-rule, Identity-rule, 0-rule (epsilon optional), AH optional.
+
+    Raises UserError for a model with an activation no rule covers (`check_activations`).
+    """
+    check_activations(model)
     identity, ln = IdentityRule(), LNRule()
     eps_rule = EpsilonRule(epsilon) if epsilon else None
 

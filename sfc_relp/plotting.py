@@ -9,7 +9,10 @@ from pathlib import Path
 import networkx as nx
 
 from .circuit import OUTPUT
-from .files import atomic_write
+from .errors import UserError, warn
+from .files import StagedFiles, atomic_write
+
+DOT_TIMEOUT_S = 600
 
 
 def _colour(effect: float, scale: float) -> str:
@@ -54,23 +57,46 @@ def to_dot(graph: nx.DiGraph) -> str:
     return dot.source
 
 
-def draw_circuit(graph: nx.DiGraph, stem) -> list[Path]:
-    """Write `stem.dot`, and `stem.svg`, `stem.png` when graphviz's `dot` is installed."""
+def _render(dot_file: str, fmt: str, out: str) -> None:
+    """`dot -T<fmt>`; a missing, failing or hung graphviz is a UserError."""
+    try:
+        subprocess.run(["dot", f"-T{fmt}", dot_file, "-o", out], check=True, capture_output=True,
+                       timeout=DOT_TIMEOUT_S)
+    except subprocess.CalledProcessError as exc:
+        detail = " ".join((exc.stderr or b"").decode(errors="replace").split())[:200]
+        raise UserError(f"graphviz `dot -T{fmt}` failed (exit {exc.returncode}): "
+                        f"{detail or 'no message'}") from None
+    except subprocess.TimeoutExpired:
+        raise UserError(f"graphviz `dot -T{fmt}` did not finish in {DOT_TIMEOUT_S}s; "
+                        "raise the thresholds for a smaller circuit") from None
+    except OSError as exc:
+        raise UserError(f"could not run graphviz `dot`: {exc.strerror}") from None
+
+
+def draw_circuit(graph: nx.DiGraph, stem, staged: StagedFiles | None = None) -> list[Path]:
+    """Write `stem.dot`, and `stem.svg`, `stem.png` when graphviz's `dot` is installed (a
+    warning says so when it is not). svg and png are rendered from the staged `.dot`; all
+    files are renamed into place together (by `staged.commit()` when a run passes its own
+    StagedFiles, then the return value lists the final paths to be)."""
     stem = Path(stem)
+    if staged is None:
+        with StagedFiles(stem.parent) as own:
+            draw_circuit(graph, stem, own)
+            return own.commit()
     source = to_dot(graph)
-    dot_path = stem.parent / f"{stem.name}.dot"
-    atomic_write(dot_path, lambda tmp: Path(tmp).write_text(source))
-    written = [dot_path]
-    if shutil.which("dot"):
-        for fmt in ("svg", "png"):
-            out = stem.parent / f"{stem.name}.{fmt}"
-            atomic_write(out, lambda tmp, fmt=fmt: subprocess.run(
-                ["dot", f"-T{fmt}", str(dot_path), "-o", tmp], check=True, capture_output=True))
-            written.append(out)
+    dot_tmp = staged.path(f"{stem.name}.dot")
+    Path(dot_tmp).write_text(source)
+    written = [stem.parent / f"{stem.name}.dot"]
+    if not shutil.which("dot"):
+        warn("graphviz `dot` not found: wrote the .dot file only (install graphviz for svg/png)")
+        return written
+    for fmt in ("svg", "png"):
+        _render(dot_tmp, fmt, staged.path(f"{stem.name}.{fmt}"))
+        written.append(stem.parent / f"{stem.name}.{fmt}")
     return written
 
 
-def plot_sweep(rows: list[dict], path, title: str = "") -> Path:
+def plot_sweep(rows: list[dict], path, title: str = "", atomic: bool = True) -> Path:
     """Faithfulness (and completeness, dashed) against number of nodes, one line per method."""
     import matplotlib
 
@@ -96,6 +122,11 @@ def plot_sweep(rows: list[dict], path, title: str = "") -> Path:
     ax.set_title(title)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
-    plt.close(fig)
+    try:
+        if atomic:
+            atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+        else:
+            fig.savefig(path, format="png", dpi=120)
+    finally:
+        plt.close(fig)
     return path

@@ -58,3 +58,17 @@ def all_words() -> set[str]:
     words |= set(PREPOSITIONS) | set(NAMES) | set(PLACES) | set(OBJECTS)
     words |= {"The", "the", "that", "a", "and", "went", "to", "gave", "Then", "When", "After"}
     return words
+
+
+def family_size(family: str) -> int:
+    """How many distinct (clean prefix, clean answer) examples `family` can produce, both
+    splits together (generation stops there instead of sampling for ever)."""
+    nouns, auxes, verbs = 2 * len(NOUNS), len(AUXILIARIES), len(RC_VERBS)
+    sizes = {
+        "simple": nouns * auxes,
+        "nounpp": nouns * len(PREPOSITIONS) * nouns * auxes,
+        "rc": nouns * nouns * verbs * auxes,
+        "within_rc": nouns * nouns * verbs,
+        "ioi": len(IOI_TEMPLATES) * len(NAMES) * (len(NAMES) - 1) * len(PLACES) * len(OBJECTS),
+    }
+    return sizes[family]

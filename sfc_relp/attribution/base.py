@@ -29,6 +29,8 @@ class TaskBatch:
     @classmethod
     def from_rows(cls, tokenizer, rows, device="cpu") -> "TaskBatch":
         """From dataset rows (a dict of columns or a list of dicts) in Marks et al.'s schema."""
+        if len(rows) == 0 or (isinstance(rows, dict) and not rows.get("clean_prefix")):
+            raise UserError("a task batch needs at least one example; got none")
         if isinstance(rows, list):
             rows = {k: [r[k] for r in rows] for k in rows[0]}
         clean = tokenize(tokenizer, rows["clean_prefix"], device)
@@ -125,6 +127,7 @@ class Attribution(abc.ABC):
         """Edge weights into the listed downstream nodes ({submodule: ids, -1 = error})."""
         from .edges import compute_edges
 
+        check_node_ids(down_nodes, self.dictionaries)
         with self.rules():
             clean, patch = self.clean_and_patch(batch)
             feature_grads, error_grads = self.coefficients(batch, clean, patch)
@@ -157,6 +160,20 @@ class Attribution(abc.ABC):
         fill = lambda g, t: torch.zeros_like(t) if g is None else g
         return ({n: fill(grads[i], run.nodes[n].features) for i, n in enumerate(names)},
                 {n: fill(grads[i + len(names)], run.nodes[n].error) for i, n in enumerate(names)})
+
+
+def check_node_ids(nodes: dict, dictionaries: dict) -> None:
+    """UserError unless `nodes` maps known submodules to integer ids in [-1, width) (-1 = error)."""
+    for name, ids in nodes.items():
+        if name not in dictionaries:
+            raise UserError(f"node ids given for unknown submodule {name!r}; known: {', '.join(dictionaries)}")
+        ids = torch.as_tensor(ids)
+        if ids.dtype.is_floating_point or ids.dtype == torch.bool or ids.dtype.is_complex:
+            raise UserError(f"node ids of {name} must be integers, got dtype {ids.dtype}")
+        width = getattr(dictionaries[name], "dict_size", None)
+        if ids.numel() and (int(ids.min()) < -1 or (width is not None and int(ids.max()) >= width)):
+            raise UserError(f"node ids of {name} must lie in [-1, {width}) (-1 = error node), got "
+                            f"{int(ids.min())}..{int(ids.max())}")
 
 
 def linear_effects(clean: SplicedRun, patch: SplicedRun, feature_grads: dict,

@@ -12,7 +12,7 @@ import torch
 from tqdm import tqdm
 
 from ..errors import UserError
-from .base import AGGREGATIONS, Attribution, NodeEffects, TaskBatch, logit_diff
+from .base import AGGREGATIONS, Attribution, NodeEffects, TaskBatch, check_node_ids, logit_diff
 
 ERROR = -1  # feature index standing for the error node
 
@@ -39,7 +39,7 @@ class ExactPatching(Attribution):
             n = len(batch)
             features = {k: torch.zeros_like(v.features) for k, v in clean.nodes.items()}
             errors = {k: torch.zeros_like(v.error[..., 0]) for k, v in clean.nodes.items()}
-            for start in tqdm(range(0, len(jobs), self.chunk), disable=not self.progress,
+            for start in tqdm(range(0, len(jobs), self.chunk), disable=None if self.progress else True,
                               desc="exact patching"):
                 group = jobs[start:start + self.chunk]
                 effects = self._run_group(batch, clean, patch, group, per_position) - base.repeat(len(group))
@@ -65,6 +65,8 @@ class ExactPatching(Attribution):
         """
         from .edges import EdgeEffects, edge_pairs
 
+        check_node_ids(down_nodes, self.dictionaries)
+        check_node_ids(up_nodes or {}, self.dictionaries)
         with torch.no_grad():
             state = _ExactEdges(self, batch)
             result = EdgeEffects(down_nodes={k: torch.as_tensor(v) for k, v in down_nodes.items()})

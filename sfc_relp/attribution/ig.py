@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import UserError
 from .base import Attribution, NodeEffects, TaskBatch, logit_diff
 
 
@@ -19,6 +20,8 @@ class IntegratedGradients(Attribution):
 
     def __init__(self, model, dictionaries, metric=logit_diff, steps: int = 10):
         super().__init__(model, dictionaries, metric)
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise UserError(f"integrated gradients needs steps >= 1, got {steps!r}")
         self.steps = steps
 
     def mean_gradients(self, batch: TaskBatch, clean, patch) -> tuple[dict, dict]:

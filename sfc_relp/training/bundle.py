@@ -1,20 +1,28 @@
 """`sfc-relp zoo train`: recreate the bundled model and its 19 SAEs from a seed.
 
 The `full` budget is what ships (a few minutes on 2 cores); `mini` runs the same code end to
-end in seconds for the test suite. Outputs are written to temporary directories and renamed
-into place, so an interrupted run never leaves a half-written bundle.
+end in seconds for the test suite. Outputs are staged in temporary directories beside their
+targets (same filesystem) and swapped in by renames: the previous bundle is renamed aside,
+the new one renamed in, and on any failure the previous one is put back. Only directories
+this trainer wrote (a manifest file marks them) are ever replaced, unless `force`.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import re
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
+from .. import __version__
 from ..architectures import submodules_for
+from ..errors import UserError
 from .corpus import build_corpus, vocabulary_words
 from .language_model import train_language_model
 from .saes import collect_activations, save_sae, train_sae
@@ -29,20 +37,110 @@ BUDGETS = {
 REPORT_SEED = 10_000  # corpus seed for quality measurements, apart from training seeds
 
 
-def _replace_dir(built: Path, target: Path) -> None:
+MANIFEST = "sfc-relp-bundle.json"  # written into every directory the trainer creates
+_MODEL_FILES = {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
+                "tokenizer_config.json", "special_tokens_map.json", MANIFEST}
+_SUBMODULE_DIR = re.compile(r"(embed|(attn|mlp|resid)_out_layer\d+)")
+
+
+def _written_by_trainer(target: Path, kind: str) -> bool:
+    """Whether `target` holds only what `zoo train` writes (its manifest, or for bundles made
+    before the manifest existed, exactly the trainer's file layout)."""
+    if (target / MANIFEST).is_file():
+        return True
+    entries = list(target.iterdir())
+    if kind == "model":
+        return all(p.is_file() and p.name in _MODEL_FILES for p in entries)
+    for sub in entries:
+        if not (sub.is_dir() and _SUBMODULE_DIR.fullmatch(sub.name)):
+            return False
+        for variant in sub.iterdir():
+            if not (variant.is_dir() and re.fullmatch(r"\w+_\d+", variant.name)
+                    and {p.name for p in variant.iterdir()} <= {"ae.pt", "config.json"}):
+                return False
+    return True
+
+
+def check_target(target, kind: str, force: bool = False) -> None:
+    """UserError unless `target` is absent, empty, a previous bundle, or `force` is given."""
+    target = Path(target)
+    if not target.exists():
+        return
+    if not target.is_dir():
+        raise UserError(f"{target} exists and is not a directory; choose another path")
+    if force or not any(target.iterdir()) or _written_by_trainer(target, kind):
+        return
+    raise UserError(f"{target} is not empty and was not written by `zoo train`; choose a new or "
+                    "empty directory, or pass --force to replace it")
+
+
+def _stage_dir(target: Path) -> Path:
+    """An empty temporary directory beside `target` (same filesystem, so renames are atomic)."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    if target.exists():
-        shutil.rmtree(target)
-    built.rename(target)
+    return Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".staging"))
+
+
+def _swap_in(pairs: list[tuple[Path, Path]]) -> None:
+    """Rename each staged directory onto its target, all or none.
+
+    Each existing target is first renamed aside; if any rename fails, the new directories are
+    moved back out and the previous ones restored, then the error is raised. The previous
+    directories are deleted only once every swap succeeded.
+    """
+    done: list[tuple[Path, Path, Path | None]] = []
+    try:
+        for staged, target in pairs:
+            aside = None
+            if target.exists():
+                aside = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.",
+                                              suffix=".previous"))
+                os.rmdir(aside)
+                os.replace(target, aside)
+            done.append((staged, target, aside))
+            os.replace(staged, target)
+    except BaseException:
+        for staged, target, aside in reversed(done):
+            if target.exists() and not staged.exists():
+                os.replace(target, staged)
+            if aside is not None and aside.exists():
+                os.replace(aside, target)
+        raise
+    for _, _, aside in done:
+        if aside is not None:
+            shutil.rmtree(aside)
+
+
+def _manifest(kind: str, name: str, budget: str, seed: int) -> str:
+    return json.dumps({"written_by": "sfc-relp zoo train", "kind": kind, "name": name,
+                       "budget": budget, "seed": seed, "tool_version": __version__}, indent=1) + "\n"
+
+
+def _apply_umask(root: Path) -> None:
+    """mkdtemp makes 0700 directories: give the tree the modes the umask allows."""
+    mask = os.umask(0)
+    os.umask(mask)
+    for path in [root, *root.rglob("*")]:
+        os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
 
 
 def train_bundle(model_dir, dictionary_root, name: str = "tiny-pythia", budget: str = "full",
-                 seed: int = 0, progress: bool = True, log=print) -> dict:
-    """Train tokenizer, LM and SAEs; save model to `model_dir`, SAEs under `dictionary_root/name`."""
+                 seed: int = 0, progress: bool = True, log=print, force: bool = False) -> dict:
+    """Train tokenizer, LM and SAEs; save model to `model_dir`, SAEs under `dictionary_root/name`.
+
+    Refuses (UserError, before training) a non-empty target that `zoo train` did not write,
+    unless `force`.
+    """
+    if budget not in BUDGETS:
+        raise UserError(f"unknown budget {budget!r}; choose {' or '.join(BUDGETS)}")
     settings = BUDGETS[budget]
+    model_dir, dictionary_root = Path(model_dir), Path(dictionary_root)
+    dict_dir = dictionary_root / name
+    check_target(model_dir, "model", force)
+    check_target(dict_dir, "dictionaries", force)
+    if dictionary_root.exists() and not dictionary_root.is_dir():
+        raise UserError(f"{dictionary_root} exists and is not a directory")
     torch.set_num_threads(max(1, torch.get_num_threads()))
     started = time.time()
-    model_dir, dictionary_root = Path(model_dir), Path(dictionary_root)
     tokenizer = build_tokenizer(vocabulary_words())
     sentences = build_corpus(settings["n_sentences"], seed)
     log(f"corpus: {len(sentences)} sentences, vocabulary {len(tokenizer)}")
@@ -50,19 +148,28 @@ def train_bundle(model_dir, dictionary_root, name: str = "tiny-pythia", budget: 
                                  seed=seed, progress=progress)
     log(f"language model trained in {time.time() - started:.0f}s")
 
-    with tempfile.TemporaryDirectory(dir=model_dir.parent if model_dir.parent.exists() else None) as tmp:
-        staged = Path(tmp) / "model"
-        model.save_pretrained(staged)
-        tokenizer.save_pretrained(staged)
+    staged_model, staged_dicts = _stage_dir(model_dir), _stage_dir(dict_dir)
+    try:
+        model.save_pretrained(staged_model)
+        tokenizer.save_pretrained(staged_model)
+        (staged_model / MANIFEST).write_text(_manifest("model", name, budget, seed))
         acts = collect_activations(model, tokenizer, build_corpus(settings["sae_sentences"], seed + 1))
-        staged_dicts = Path(tmp) / "dictionaries"
-        for i, sub in enumerate(submodules_for(model.config)):
+        subs = submodules_for(model.config)
+        for i, sub in enumerate(tqdm(subs, desc="SAEs", disable=None if progress else True)):
             ae, config = train_sae(acts[sub.name], settings["dict_size"], settings["l1_penalty"],
                                    settings["sae_steps"], settings["sae_batch"], seed + i,
                                    sub.name, progress)
-            save_sae(ae, config, staged_dicts, name, sub)
-        log(f"19 SAEs trained, {time.time() - started:.0f}s in all")
-        _replace_dir(staged, model_dir)
-        _replace_dir(staged_dicts / name, dictionary_root / name)
-    return {"model": str(model_dir), "dictionaries": str(dictionary_root / name),
+            written = save_sae(ae, config, staged_dicts, name, sub)
+            os.replace(written.parent, staged_dicts / written.parent.name)
+        (staged_dicts / name).rmdir()
+        (staged_dicts / MANIFEST).write_text(_manifest("dictionaries", name, budget, seed))
+        log(f"{len(subs)} SAEs trained, {time.time() - started:.0f}s in all")
+        _apply_umask(staged_model)
+        _apply_umask(staged_dicts)
+        _swap_in([(staged_model, model_dir), (staged_dicts, dict_dir)])
+    finally:
+        for staged in (staged_model, staged_dicts):
+            if staged.exists():
+                shutil.rmtree(staged)
+    return {"model": str(model_dir), "dictionaries": str(dict_dir),
             "seconds": round(time.time() - started, 1)}

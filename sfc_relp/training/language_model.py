@@ -46,7 +46,7 @@ def train_language_model(tokenizer, sentences: list[str], steps: int, batch_size
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup)
                                                  * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
     generator = torch.Generator().manual_seed(seed)
-    bar = tqdm(range(steps), desc="training LM", disable=not progress, mininterval=2)
+    bar = tqdm(range(steps), desc="training LM", disable=None if progress else True, mininterval=2)
     for step in bar:
         batch = torch.randint(0, len(ids), (batch_size,), generator=generator)
         width = int(mask[batch].sum(1).max())

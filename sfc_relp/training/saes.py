@@ -64,7 +64,7 @@ def train_sae(activations: torch.Tensor, dict_size: int, l1_penalty: float, step
                               submodule_name=name)
     generator = torch.Generator().manual_seed(seed)
     with contextlib.redirect_stdout(io.StringIO()):  # the trainer prints every resampling
-        for step in tqdm(range(steps), desc=f"SAE {name}", disable=not progress, mininterval=2,
+        for step in tqdm(range(steps), desc=f"SAE {name}", disable=None if progress else True, mininterval=2,
                          leave=False):
             batch = activations[torch.randint(0, len(activations), (batch_size,), generator=generator)]
             trainer.update(step, batch / scale)
