@@ -223,10 +223,12 @@ def load_circuit(path) -> nx.DiGraph:
         raise UserError(f"circuit file {path} does not exist")
     try:
         data = json.loads(path.read_text())
+        if not isinstance(data, dict) or not isinstance(data.get("graph", {}), dict):
+            raise TypeError(f"expected a JSON object with nodes and links, got {type(data).__name__}")
         graph = nx.node_link_graph(data, edges="links")
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"{path} is not a circuit JSON file ({type(exc).__name__})") from None
-    except (KeyError, TypeError, nx.NetworkXError) as exc:
+    except (KeyError, TypeError, AttributeError, ValueError, nx.NetworkXError) as exc:
         raise UserError(f"{path} is not a node-link circuit file ({exc})") from None
     if "model" not in graph.graph or "method" not in graph.graph:
         raise UserError(f"{path} lacks circuit metadata (model, method); was it written by sfc-relp?")

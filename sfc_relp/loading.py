@@ -85,6 +85,7 @@ def load_model(name_or_path: str = DEFAULT_MODEL, device: str = "cpu", dtype="fl
     Nothing is downloaded: an HF id must already be in the local HF cache. Eager attention
     is the default so attention probabilities are an explicit tensor (RelP's AH-rule).
     """
+    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
@@ -107,7 +108,7 @@ def load_model(name_or_path: str = DEFAULT_MODEL, device: str = "cpu", dtype="fl
             path, dtype=torch_dtype, local_files_only=True, use_safetensors=True,
             attn_implementation=attn_implementation)
         tokenizer = _load_tokenizer(path)
-    except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError, SafetensorError) as exc:
         if local or not isinstance(exc, OSError):
             detail = " ".join(str(exc).split())[:200]
             raise UserError(f"could not load a model from {path} ({type(exc).__name__}: {detail}); "
