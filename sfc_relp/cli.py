@@ -136,6 +136,12 @@ def cmd_zoo_report(args) -> None:
         print(f"{name:<10} {q['fve']:>7.3f} {q['l0']:>7.1f} {q['dead']:>7.3f} {q['loss_recovered']:>10.3f}")
 
 
+def _canonical_dtype(name: str) -> str:
+    from .loading import parse_dtype
+
+    return str(parse_dtype(name)).removeprefix("torch.")
+
+
 def cmd_circuit(args) -> None:
     from pathlib import Path
 
@@ -149,7 +155,7 @@ def cmd_circuit(args) -> None:
     out = Path(args.out)
     settings = {"method": args.method, "node_threshold": args.node_threshold,
                 "edge_threshold": args.edge_threshold, "aggregation": args.aggregation,
-                "dtype": args.dtype, "seed": args.seed, "neurons": args.neurons,
+                "dtype": _canonical_dtype(args.dtype), "seed": args.seed, "neurons": args.neurons,
                 "dictionaries": "neurons" if args.neurons else str(args.dictionaries or "default"),
                 "dict_id": args.dict_id, "n_examples_requested": args.n_examples,
                 "dataset": args.dataset, "split": "train"}

@@ -42,6 +42,9 @@ def ablatable_submodules(config, intact_layers: int | None = None) -> list[str]:
     (default: a third of the layers, as Marks et al.)."""
     if intact_layers is None:
         intact_layers = config.num_hidden_layers // 3
+    if intact_layers < 0 or intact_layers >= config.num_hidden_layers:
+        raise UserError(f"intact layers must be in 0..{config.num_hidden_layers - 1} for a model with "
+                        f"{config.num_hidden_layers} layers, got {intact_layers}")
     return [s.name for s in submodules_for(config) if s.kind != "embed" and s.layer >= intact_layers]
 
 

@@ -10,6 +10,7 @@ SAE-node level: correlation over every feature and error node of the SAEs, promp
 from __future__ import annotations
 
 import torch
+from tqdm import tqdm
 
 from .architectures import submodules_for
 from .attribution import TaskBatch, get_method
@@ -41,7 +42,7 @@ def exact_component_effects(model, batch: TaskBatch, kinds=COMPONENTS, chunk: in
     n, positions = len(batch), batch.clean["input_ids"].shape[1]
     jobs = [(s.name, t) for s in subs for t in range(positions)]
     effects = {s.name: torch.zeros(n, positions) for s in subs}
-    for start in range(0, len(jobs), chunk):
+    for start in tqdm(range(0, len(jobs), chunk), desc="activation patching", disable=None):
         group = jobs[start:start + chunk]
 
         def edit(sub, features, error, group=group):
