@@ -404,3 +404,21 @@ def test_sweep_baseline_is_computed_once_and_changes_nothing(small_model, small_
                                  batch_size=4, seed=5)
         assert (row["faithfulness"], row["completeness"], row["n_nodes"]) == \
             (fresh.faithfulness, fresh.completeness, fresh.n_nodes)
+
+
+def test_disk_full_mid_run_is_one_line_and_leaves_no_file(tmp_path, small_bundle, monkeypatch, capsys):
+    import matplotlib.figure
+
+    model, dicts = small_bundle
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("kept")
+
+    def full(*_args, **_kwargs):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", full)
+    assert main(["sweep", "--model", str(model), "--dictionaries", str(dicts), "--dataset", "rc",
+                 "--methods", "atp", "--thresholds", "0.1", "--n-examples", "4", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err == "sfc-relp: error: No space left on device\n"
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]  # the staged CSV is gone too
