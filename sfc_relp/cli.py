@@ -66,7 +66,6 @@ def cmd_trace(args) -> None:
     """Splice every dictionary into one forward and report what each submodule holds."""
     import torch
 
-    from .datasets import load_task
     from .loading import hf_model
     from .tracing import run_spliced, tokenize
 
