@@ -10,6 +10,7 @@ examples, tool version.
 from __future__ import annotations
 
 import json
+import numbers
 from pathlib import Path
 
 import networkx as nx
@@ -144,7 +145,7 @@ def batches_of(tokenizer, dataset, batch_size: int) -> list[TaskBatch]:
     Warns once when prompts within a batch differ in length (IOI's templates do): they are
     left-padded, so positions are aligned at the end of the prompt.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
         raise UserError(f"batch size must be a positive integer, got {batch_size!r}")
     rows = dataset.to_list() if hasattr(dataset, "to_list") else list(dataset)
     if not rows:

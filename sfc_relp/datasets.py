@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import numbers
 import random
 from collections import Counter
 from dataclasses import dataclass, field
@@ -82,7 +83,7 @@ def generate(family: str, split: str, n: int, seed: int = 0) -> Dataset:
                         "or pass a .jsonl file")
     if split not in SPLITS:
         raise UserError(f"unknown split {split!r}; choose train or test")
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
         raise UserError(f"number of examples must be a positive integer, got {n!r}")
     size = T.family_size(family)
     if n > size:
@@ -225,7 +226,7 @@ def load_task(name_or_path: str, split: str = "test", n: int | None = None, seed
     `n` None means 128 generated examples or the whole file; `max_length` is the model's
     context (longer prompts are an error).
     """
-    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+    if n is not None and (isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1):
         raise UserError(f"number of examples must be a positive integer, got {n!r}")
     from_file = str(name_or_path).endswith(".jsonl") or Path(name_or_path).is_file()
     if from_file:

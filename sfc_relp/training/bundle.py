@@ -141,15 +141,16 @@ def train_bundle(model_dir, dictionary_root, name: str = "tiny-pythia", budget: 
         raise UserError(f"{dictionary_root} exists and is not a directory")
     torch.set_num_threads(max(1, torch.get_num_threads()))
     started = time.time()
-    tokenizer = build_tokenizer(vocabulary_words())
-    sentences = build_corpus(settings["n_sentences"], seed)
-    log(f"corpus: {len(sentences)} sentences, vocabulary {len(tokenizer)}")
-    model = train_language_model(tokenizer, sentences, settings["lm_steps"], settings["lm_batch"],
-                                 seed=seed, progress=progress)
-    log(f"language model trained in {time.time() - started:.0f}s")
-
-    staged_model, staged_dicts = _stage_dir(model_dir), _stage_dir(dict_dir)
+    staged_model = _stage_dir(model_dir)  # before training: an unwritable target fails fast
+    staged_dicts = None
     try:
+        staged_dicts = _stage_dir(dict_dir)
+        tokenizer = build_tokenizer(vocabulary_words())
+        sentences = build_corpus(settings["n_sentences"], seed)
+        log(f"corpus: {len(sentences)} sentences, vocabulary {len(tokenizer)}")
+        model = train_language_model(tokenizer, sentences, settings["lm_steps"], settings["lm_batch"],
+                                     seed=seed, progress=progress)
+        log(f"language model trained in {time.time() - started:.0f}s")
         model.save_pretrained(staged_model)
         tokenizer.save_pretrained(staged_model)
         (staged_model / MANIFEST).write_text(_manifest("model", name, budget, seed))
@@ -169,7 +170,7 @@ def train_bundle(model_dir, dictionary_root, name: str = "tiny-pythia", budget: 
         _swap_in([(staged_model, model_dir), (staged_dicts, dict_dir)])
     finally:
         for staged in (staged_model, staged_dicts):
-            if staged.exists():
+            if staged is not None and staged.exists():
                 shutil.rmtree(staged)
     return {"model": str(model_dir), "dictionaries": str(dict_dir),
             "seconds": round(time.time() - started, 1)}
