@@ -191,6 +191,10 @@ def test_zoo_train_refuses_unrelated_dir_and_rolls_back_failed_swap(tmp_path, mo
     quiet = dict(progress=False, log=lambda *_: None)
     bundle.train_bundle(model_dir, root, "mini", "mini", seed=0, **quiet)
     assert (model_dir / bundle.MANIFEST).is_file() and (root / "mini" / bundle.MANIFEST).is_file()
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (model_dir / "model.safetensors").stat().st_mode & 0o777 == 0o666 & ~umask
+    assert model_dir.stat().st_mode & 0o777 == 0o777 & ~umask  # not mkdtemp's 0700
     model_before, dicts_before = _contents(model_dir), _contents(root / "mini")
     real_replace = os.replace
 
