@@ -83,7 +83,7 @@ def evaluate_circuit(model, dictionaries, dataset, circuit: dict, ablation: str 
         raise UserError(f"unknown ablation {ablation!r}; use one of {', '.join(ABLATIONS)}")
     if error_policy not in ERROR_POLICIES:
         raise UserError(f"unknown error policy {error_policy!r}; use one of {', '.join(ERROR_POLICIES)}")
-    names = ablatable_submodules(model.config, intact_layers)
+    names = [n for n in ablatable_submodules(model.config, intact_layers) if n in dictionaries]
     widths = {name: dictionaries[name].dict_size for name in names}
     generator = torch.Generator().manual_seed(seed)
 
