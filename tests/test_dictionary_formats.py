@@ -557,3 +557,36 @@ def test_loading_dictionaries_without_a_model(tmp_path, small_model):
     dicts = load_dictionaries(mapping, "small-pythia", submodules_for(small_model.config), D,
                               dtype=torch.float64)
     assert all(d.W_enc.dtype == torch.float64 for d in dicts.values())
+
+
+def test_cli_circuit_records_missing_dictionaries(tmp_path, small_bundle, capsys):
+    from transformers import AutoConfig
+
+    from sfc_relp.circuit import load_circuit
+    from sfc_relp.cli import main
+
+    config = AutoConfig.from_pretrained(small_bundle[0])
+    mapping = write_model_dictionaries(tmp_path / "d", config, "sparsify", skip=("resid_0",))
+    common = ["--model", str(small_bundle[0]), "--dictionaries", str(mapping)]
+    assert main(["circuit", *common, "--dataset", "rc", "--method", "atp", "--n-examples", "4",
+                 "--node-threshold", "0.001", "--out", str(tmp_path / "out")]) == 1
+    assert "resid_0" in capsys.readouterr().err
+    assert main(["circuit", *common, "--missing", "skip", "--dataset", "rc", "--method", "atp",
+                 "--n-examples", "4", "--node-threshold", "0.001", "--out", str(tmp_path / "out")]) == 0
+    saved = next((tmp_path / "out").glob("*.json"))
+    meta = load_circuit(saved).graph
+    assert meta["missing_dictionaries"] == {"policy": "skip", "neurons": [], "skipped": ["resid_0"]}
+    capsys.readouterr()
+    assert main(["evaluate", "--circuit", str(saved), "--n-examples", "4", "--json"]) == 0
+    assert "faithfulness" in json.loads(capsys.readouterr().out)
+
+
+def test_in_memory_dictionary_learning_modules(tmp_path):
+    from dictionary_learning.dictionary import AutoEncoder
+
+    torch.manual_seed(0)
+    ae = AutoEncoder(D, F)
+    ids = torch.tensor([3, 50])
+    torch.testing.assert_close(decoder_directions(ae, ids), ae.decoder.weight[:, ids].T)
+    x = _input()
+    torch.testing.assert_close(sparse_encode(ae, x, ids), ae.encode(x)[..., ids].detach())
