@@ -3,11 +3,13 @@
 
     pre = x @ W_enc + b_enc,  f = relu(pre) * (pre > threshold),  decode = f @ W_dec + b_dec
 
-The file carries no hook metadata. The embedding SAE was trained on the embeddings as the
-residual stream receives them, multiplied by sqrt(d_model) (Gemma scales its embeddings);
-our `embed` submodule is the embedding module's unscaled output, so for it s = sqrt(d_model)
-multiplies x before encoding and divides the reconstruction. Attention SAEs (`-att`) read
-`hook_z` and are refused. Read with numpy.load(allow_pickle=False).
+The file carries no hook metadata. The embedding SAE was trained on the unscaled embedding
+rows, while Gemma's embedding module (transformers' `Gemma2TextScaledWordEmbedding`, as
+TransformerLens's `hook_embed`) outputs them multiplied by sqrt(d_model); our `embed`
+submodule is that module's output, so for it x is divided by sqrt(d_model) before encoding
+and the reconstruction multiplied back (s_in = s_out = 1/sqrt(d_model); SAELens folds the same
+factor into W_enc and W_dec). Attention SAEs (`-att`) read `hook_z` and are refused. Read with
+numpy.load(allow_pickle=False).
 """
 
 from __future__ import annotations
@@ -57,8 +59,8 @@ def load(folder: Path, submodule: str | None = None) -> SAE:
                    check_shape(arrays["threshold"], (n,), path, "threshold"))
     scale = 1.0
     if submodule == "embed" or hook == "hook_embed":
-        scale = math.sqrt(d)
-        info.normalisation = f"x * sqrt({d}) in, / sqrt({d}) out (embedding SAE)"
+        scale = 1 / math.sqrt(d)
+        info.normalisation = f"x / sqrt({d}) in, * sqrt({d}) out (embedding SAE)"
     return SAE(arrays["W_enc"], check_shape(arrays["W_dec"], (n, d), path, "W_dec"),
                check_shape(arrays["b_dec"], (d,), path, "b_dec"), act,
                scale_in=scale, scale_out=scale, info=info)
