@@ -126,13 +126,15 @@ def write_sparsify(folder: Path, seed: int, activation: str = "topk", k: int = 6
     return {"w": w, "activation": activation, "k": k}
 
 
-def write_llama_scope(folder: Path, seed: int, hook: str = "blocks.1.hook_resid_post") -> dict:
+def write_llama_scope(folder: Path, seed: int, hook: str = "blocks.1.hook_resid_post",
+                      centred: bool = False) -> dict:
     g = _gen(seed)
     w = {"encoder.weight": _randn(g, F, D, scale=0.3), "encoder.bias": _randn(g, F, scale=0.5),
          "decoder.weight": _randn(g, D, F, scale=0.3), "decoder.bias": _randn(g, D, scale=0.3)}
     cfg = {"d_model": D, "d_sae": F, "hook_point_in": hook, "hook_point_out": hook,
            "jump_relu_threshold": 0.4, "act_fn": "jumprelu", "norm_activation": "dataset-wise",
-           "dataset_average_activation_norm": {"in": 12.0, "out": 10.0}, "top_k": 50}
+           "dataset_average_activation_norm": {"in": 12.0, "out": 10.0}, "top_k": 50,
+           "use_decoder_bias": True, "apply_decoder_bias_to_pre_encoder": centred}
     (folder / "checkpoints").mkdir(parents=True, exist_ok=True)
     save_file(w, str(folder / "checkpoints" / "final.safetensors"))
     (folder / "hyperparams.json").write_text(json.dumps(cfg))
@@ -201,6 +203,8 @@ def ref_llama_scope(spec, x):
     w, cfg = spec["w"], spec["cfg"]
     norm = cfg["dataset_average_activation_norm"]
     x_in = x * math.sqrt(D) / norm["in"]
+    if cfg["apply_decoder_bias_to_pre_encoder"]:
+        x_in = x_in - w["decoder.bias"]
     pre = x_in @ w["encoder.weight"].T + w["encoder.bias"]
     f = torch.relu(pre) * (pre > cfg["jump_relu_threshold"])
     out = f @ w["decoder.weight"].T + w["decoder.bias"]
@@ -234,6 +238,7 @@ CASES = {
     "sparsify-topk": (lambda p, seed: write_sparsify(p, seed), ref_sparsify),
     "sparsify-groupmax": (lambda p, seed: write_sparsify(p, seed, "groupmax", 4), ref_sparsify),
     "llama-scope": (lambda p, seed: write_llama_scope(p, seed), ref_llama_scope),
+    "llama-scope-centred": (lambda p, seed: write_llama_scope(p, seed, centred=True), ref_llama_scope),
 }
 
 

@@ -7,7 +7,9 @@ with s_in = sqrt(d_model) / dataset_average_activation_norm.in (and s_out likewi
     pre = (s_in x) @ encoder.weight.T + encoder.bias,  f = relu(pre) * (pre > threshold)
     decode = (f @ decoder.weight.T + decoder.bias) / s_out
 
-(the threshold is compared in the normalised space the SAE computes in). A file whose
+(the threshold is compared in the normalised space the SAE computes in, where lm_saes sets
+it); with `apply_decoder_bias_to_pre_encoder`, decoder.bias is subtracted from s_in x before
+encoding. A file whose
 `hook_point_in` differs from `hook_point_out` is a transcoder and is refused.
 """
 
@@ -58,4 +60,5 @@ def load(folder: Path, submodule: str | None = None) -> SAE:
                           normalisation=f"x * {s_in:.4g} in, / {s_out:.4g} out" if norms else "none")
     return SAE(state["encoder.weight"].T, check_shape(state["decoder.weight"], (d, n), weights,
                                                       "decoder.weight").T,
-               b_dec, act, scale_in=s_in, scale_out=s_out, info=info)
+               b_dec, act, centre=b_dec if cfg.get("apply_decoder_bias_to_pre_encoder") else None,
+               scale_in=s_in, scale_out=s_out, info=info)
