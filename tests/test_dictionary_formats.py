@@ -595,3 +595,16 @@ def test_in_memory_dictionary_learning_modules(tmp_path):
     torch.testing.assert_close(decoder_directions(ae, ids), ae.decoder.weight[:, ids].T)
     x = _input()
     torch.testing.assert_close(sparse_encode(ae, x, ids), ae.encode(x)[..., ids].detach())
+
+
+def test_marks_layout_variant_in_no_known_format(tmp_path, small_model):
+    staging, root = tmp_path / "staging", tmp_path / "root" / "small-pythia"
+    mapping = write_model_dictionaries(staging, small_model.config, "AutoEncoder")
+    for name, folder in json.loads(mapping.read_text()).items():  # into Marks et al.'s layout
+        sub = next(s for s in submodules_for(small_model.config) if s.name == name)
+        (root / sub.dictionary_dirname).mkdir(parents=True)
+        (staging / folder).rename(root / sub.dictionary_dirname / f"1_{F}")
+    assert len(dictionaries_for(small_model, tmp_path / "root")) == 10
+    (root / "mlp_out_layer2" / f"1_{F}" / "ae.pt").rename(root / "mlp_out_layer2" / f"1_{F}" / "model.bin")
+    with pytest.raises(UserError, match=r"mlp_out_layer2/1_96 holds no dictionary.*found config.json, model.bin"):
+        dictionaries_for(small_model, tmp_path / "root")

@@ -49,6 +49,9 @@ def _variants(subdir: Path, dict_id: str | None) -> list[Path]:
     if any(fmt.detect(subdir) for fmt in FORMATS):
         return [subdir]
     found = sorted(p for p in subdir.iterdir() if p.is_dir() and any(f.detect(p) for f in FORMATS))
+    children = sorted(p for p in subdir.iterdir() if p.is_dir())
+    if not found and children:
+        detect_format(children[0])  # raises: names the files looked for and those present
     if dict_id is not None:
         found = [p for p in found if p.name == dict_id or p.name.split("_")[0] == dict_id]
     return found
