@@ -44,21 +44,31 @@ def load(folder: Path, submodule: str | None = None) -> SAE:
             "a Llama Scope SAE")
     n, d = state["encoder.weight"].shape
     if cfg.get("d_model") not in (None, d):
-        raise UserError(f"{weights}: encoder.weight has shape {(n, d)}, but {cfg_path} says d_model {cfg['d_model']}")
-    norms = cfg.get("dataset_average_activation_norm") or {}
-    s_in = math.sqrt(d) / as_float(norms.get("in"), cfg_path, "dataset_average_activation_norm.in") \
-        if norms else 1.0
-    s_out = math.sqrt(d) / as_float(norms.get("out", norms.get("in")), cfg_path,
-                                    "dataset_average_activation_norm.out") if norms else 1.0
+        raise UserError(f"{weights}: encoder.weight has shape {(n, d)}, but {cfg_path} says "
+                        f"d_model {cfg['d_model']}")
+    s_in, s_out = _scales(cfg, d, cfg_path)
     threshold = cfg.get("jump_relu_threshold")
     if not isinstance(threshold, (int, float)):
         raise UserError(f"{cfg_path}: jump_relu_threshold must be a number, got {threshold!r}")
     b_enc = check_shape(state["encoder.bias"], (n,), weights, "encoder.bias")
     act = JumpReLU(b_enc, torch.full((n,), float(threshold), dtype=b_enc.dtype))
     b_dec = check_shape(state["decoder.bias"], (d,), weights, "decoder.bias")
-    info = DictionaryInfo(NAME, "jumprelu", str(weights), hook=hook_in,
-                          normalisation=f"x * {s_in:.4g} in, / {s_out:.4g} out" if norms else "none")
-    return SAE(state["encoder.weight"].T, check_shape(state["decoder.weight"], (d, n), weights,
-                                                      "decoder.weight").T,
-               b_dec, act, centre=b_dec if cfg.get("apply_decoder_bias_to_pre_encoder") else None,
-               scale_in=s_in, scale_out=s_out, info=info)
+    W_dec = check_shape(state["decoder.weight"], (d, n), weights, "decoder.weight").T
+    normalisation = "none" if s_in == s_out == 1.0 else f"x * {s_in:.4g} in, / {s_out:.4g} out"
+    info = DictionaryInfo(NAME, "jumprelu", str(weights), hook=hook_in, normalisation=normalisation)
+    centre = b_dec if cfg.get("apply_decoder_bias_to_pre_encoder") else None
+    return SAE(state["encoder.weight"].T, W_dec, b_dec, act, centre=centre, scale_in=s_in,
+               scale_out=s_out, info=info)
+
+
+def _scales(cfg: dict, d: int, cfg_path: Path) -> tuple[float, float]:
+    """(s_in, s_out) = sqrt(d) / the dataset's average activation norm in and out (1 without)."""
+    norms = cfg.get("dataset_average_activation_norm")
+    if not norms:
+        return 1.0, 1.0
+    if not isinstance(norms, dict):
+        raise UserError(f"{cfg_path}: dataset_average_activation_norm must be {{\"in\": N, \"out\": N}}")
+    key = "dataset_average_activation_norm"
+    norm_in = as_float(norms.get("in"), cfg_path, f"{key}.in")
+    norm_out = as_float(norms.get("out", norm_in), cfg_path, f"{key}.out")
+    return math.sqrt(d) / norm_in, math.sqrt(d) / norm_out
