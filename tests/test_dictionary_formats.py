@@ -310,8 +310,8 @@ def write_model_dictionaries(root: Path, config, fmt: str, skip=()) -> Path:
             continue
         tl, hf = HOOKS[sub.kind]
         tl, hf = tl.format(sub.layer), hf.format(sub.layer)
-        if fmt == "saelens":
-            folder = root / sub.name
+        if fmt == "saelens":  # release folders are named after the hook point
+            folder = root / tl
             write_saelens(folder, "jumprelu", 10 + i, hook=tl)
         elif fmt == "sparsify":
             folder = root / hf
@@ -608,3 +608,18 @@ def test_marks_layout_variant_in_no_known_format(tmp_path, small_model):
     (root / "mlp_out_layer2" / f"1_{F}" / "ae.pt").rename(root / "mlp_out_layer2" / f"1_{F}" / "model.bin")
     with pytest.raises(UserError, match=r"mlp_out_layer2/1_96 holds no dictionary.*found config.json, model.bin"):
         dictionaries_for(small_model, tmp_path / "root")
+
+
+@pytest.mark.parametrize("fmt", ["sparsify", "saelens"])
+def test_directory_of_hook_named_dictionaries(tmp_path, small_model, fmt):
+    """A sparsify export (`layers.L/`, `embed_tokens/`) or SAELens folders need no mapping:
+    each dictionary's own metadata says where it goes; other hook points are passed over."""
+    mapping = write_model_dictionaries(tmp_path, small_model.config, fmt, skip=("attn_0",))
+    mapping.unlink()
+    write_saelens(tmp_path / "z", "standard", 1, hook="blocks.0.attn.hook_z")
+    dicts = dictionaries_for(small_model, tmp_path, missing="skip")
+    assert sorted(dicts) == sorted(s.name for s in submodules_for(small_model.config) if s.name != "attn_0")
+    expected = "layers.2" if fmt == "sparsify" else "blocks.2.hook_resid_post"
+    assert Path(dicts["resid_2"].info.path).parent.name == expected
+    with pytest.raises(UserError, match="attn_0"):
+        dictionaries_for(small_model, tmp_path)

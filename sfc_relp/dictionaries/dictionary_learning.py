@@ -64,7 +64,7 @@ def infer_class(state: dict) -> str:
     return "AutoEncoder"
 
 
-def hook(config: dict) -> str | None:
+def config_hook(config: dict) -> str | None:
     """The submodule the config's `trainer.submodule_name` names, when written in a known
     spelling (our names, TransformerLens hooks, HF module paths); free-form names give None."""
     from .hooks import submodule_for_hook
@@ -80,6 +80,12 @@ def hook(config: dict) -> str | None:
     return name
 
 
+def hook(folder: Path) -> str | None:
+    """The hook point the folder's config names, without reading weights."""
+    config = folder / "config.json"
+    return config_hook(read_json(config)) if config.is_file() else None
+
+
 def load(folder: Path, submodule: str | None = None) -> SAE:
     weights = folder / "ae.pt" if folder.is_dir() else folder
     if not weights.is_file():
@@ -89,7 +95,7 @@ def load(folder: Path, submodule: str | None = None) -> SAE:
     state = read_state_dict(weights)
     class_name = dict_class(config) or infer_class(state)
     sae = from_state(class_name, state, weights, config)
-    sae.info.hook = hook(config)
+    sae.info.hook = config_hook(config)
     return sae
 
 

@@ -30,7 +30,7 @@ def detect(folder: Path) -> bool:
     return (folder / "params.npz").is_file()
 
 
-def _hook_from_path(folder: Path) -> str | None:
+def hook(folder: Path) -> str | None:
     """What a Gemma Scope download path says: `...-att...` is hook_z, `embedding` the embedding
     SAE, `layer_L` under a `-res`/`-mlp` release the residual/MLP output of layer L."""
     text = str(folder.resolve())
@@ -53,12 +53,12 @@ def load(folder: Path, submodule: str | None = None) -> SAE:
     if arrays["W_enc"].dim() != 2:
         raise UserError(f"{path}: W_enc has shape {tuple(arrays['W_enc'].shape)}, expected (d_model, width)")
     d, n = arrays["W_enc"].shape
-    hook = _hook_from_path(folder)
-    info = DictionaryInfo(NAME, "jumprelu", str(path), hook=hook)
+    hook_name = hook(folder)
+    info = DictionaryInfo(NAME, "jumprelu", str(path), hook=hook_name)
     act = JumpReLU(check_shape(arrays["b_enc"], (n,), path, "b_enc"),
                    check_shape(arrays["threshold"], (n,), path, "threshold"))
     scale = 1.0
-    if submodule == "embed" or hook == "hook_embed":
+    if submodule == "embed" or hook_name == "hook_embed":
         scale = 1 / math.sqrt(d)
         info.normalisation = f"x / sqrt({d}) in, * sqrt({d}) out (embedding SAE)"
     return SAE(arrays["W_enc"], check_shape(arrays["W_dec"], (n, d), path, "W_dec"),

@@ -3,9 +3,10 @@
 A source is either a directory in Marks et al.'s layout,
 `<root>/<model>/{embed,attn_out_layerN,mlp_out_layerN,resid_out_layerN}/` (or the same
 without the `<model>` level), whose submodule directories hold one dictionary or several
-`<id>_<width>/` variants; or a mapping file (JSON, or YAML) from submodule names to paths,
-relative to the file, for any other layout. The format of each path is detected from the
-files present.
+`<id>_<width>/` variants; or a directory of dictionaries whose own metadata names their hook
+point (a sparsify export's `layers.L/`, SAELens folders with `metadata.hook_name`, ...); or a
+mapping file (JSON, or YAML) from submodule names to paths, relative to the file, for any
+other layout. The format of each path is detected from the files present.
 """
 
 from __future__ import annotations
@@ -66,9 +67,12 @@ def from_directory(root, model: str, submodules: list[Submodule],
         if any((root / s.dictionary_dirname).is_dir() for s in submodules):
             base = root
         else:
-            raise UserError(f"no dictionaries for model {model!r}: {base} does not exist; pass "
-                            "--dictionaries ROOT (holding ROOT/<model>/...), a mapping file, "
-                            "or use neuron mode")
+            by_hook = from_hook_points(root, submodules) if root.is_dir() else {}
+            if any(by_hook.values()):
+                return by_hook
+            raise UserError(f"no dictionaries for model {model!r}: {base} does not exist and no "
+                            f"directory under {root} names a hook point; pass --dictionaries ROOT "
+                            "(holding ROOT/<model>/...), a mapping file, or use neuron mode")
     found = {}
     for sub in submodules:
         variants = _variants(base / sub.dictionary_dirname, dict_id)
@@ -101,4 +105,28 @@ def from_mapping(path, submodules: list[Submodule]) -> dict[str, Path | None]:
             raise UserError(f"{path}: the entry for {name} must be a path string, got {target!r}")
         target_path = Path(target).expanduser()
         found[name] = target_path if target_path.is_absolute() else path.parent / target_path
+    return found
+
+
+def from_hook_points(root: Path, submodules: list[Submodule]) -> dict[str, Path | None]:
+    """{submodule: path or None} from the hook point each dictionary under `root` names in its
+    own metadata; dictionaries on hook points that are not submodules are passed over."""
+    from .hooks import submodule_for_hook
+
+    found: dict[str, Path | None] = {s.name: None for s in submodules}
+    for child in sorted(p for p in root.iterdir() if p.is_dir()):
+        fmt = next((f for f in FORMATS if f.detect(child)), None)
+        hook = fmt.hook(child) if fmt is not None else None
+        if hook is None:
+            continue
+        try:
+            name = submodule_for_hook(hook, child)
+        except UserError:
+            continue
+        if name not in found:
+            continue
+        if found[name] is not None:
+            raise UserError(f"{found[name]} and {child} are both for {name}; pass a mapping file "
+                            "naming the one to use")
+        found[name] = child
     return found

@@ -32,6 +32,11 @@ def detect(folder: Path) -> bool:
     return (folder / "hyperparams.json").is_file() and (folder / "checkpoints" / "final.safetensors").is_file()
 
 
+def hook(folder: Path) -> str | None:
+    """hook_point_in from hyperparams.json, without reading weights."""
+    return read_json(folder / "hyperparams.json").get("hook_point_in")
+
+
 def load(folder: Path, submodule: str | None = None) -> SAE:
     cfg_path, weights = folder / "hyperparams.json", folder / "checkpoints" / "final.safetensors"
     cfg = read_json(cfg_path)

@@ -78,6 +78,11 @@ def _activation_scale(folder: Path, cfg: dict, normalize: str) -> float:
                     '{"scaling_factor": S} beside it (SAELens lists S as norm_scaling_factor)')
 
 
+def hook(folder: Path) -> str | None:
+    """The hook point cfg.json names, without reading weights."""
+    return _settings(read_json(folder / "cfg.json"), folder / "cfg.json")["hook"]
+
+
 def load(folder: Path, submodule: str | None = None) -> SAE:
     cfg_path, weights = folder / "cfg.json", folder / "sae_weights.safetensors"
     cfg = read_json(cfg_path)

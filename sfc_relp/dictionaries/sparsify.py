@@ -25,6 +25,11 @@ def detect(folder: Path) -> bool:
     return (folder / "cfg.json").is_file() and (folder / "sae.safetensors").is_file()
 
 
+def hook(folder: Path) -> str:
+    """The module path the SAE was trained on: sparsify names the directory after it."""
+    return folder.name
+
+
 def load(folder: Path, submodule: str | None = None) -> SAE:
     cfg_path, weights = folder / "cfg.json", folder / "sae.safetensors"
     cfg = read_json(cfg_path)
