@@ -5,7 +5,8 @@ SAELens (`cfg.json` + `sae_weights.safetensors`), sparsify (`cfg.json` + `sae.sa
 Gemma Scope (`params.npz`), Llama Scope (`hyperparams.json` + `checkpoints/final.safetensors`);
 the format is detected from the files present and each becomes an `SAE` (sae.py) with
 encode, an affine decode, decoder directions and the encoding of selected features. Where
-they live: Marks et al.'s layout or a mapping file (layout.py). A dictionary whose own
+they live: Marks et al.'s layout, a directory of dictionaries naming their hook points, or a
+mapping file (layout.py). A dictionary whose own
 metadata names a hook point is checked against the submodule it is assigned to.
 Submodules without a dictionary are an error, neurons (`missing="neurons"`) or left out of
 the graph (`missing="skip"`; edges touching them are then absent).
