@@ -27,9 +27,12 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=DEFAULT_MODEL,
                         help=f"bundled model name, local HF directory or cached HF id (default {DEFAULT_MODEL})")
     parser.add_argument("--dictionaries", default=None,
-                        help="root of SAE dictionaries in Marks et al.'s layout (default: the project's dictionaries/)")
+                        help="SAE dictionaries: a root in Marks et al.'s layout or a JSON/YAML mapping file "
+                             "{submodule: path}; formats detected per path (default: the project's dictionaries/)")
     parser.add_argument("--dict-id", default=None, help="which <id>_<width> dictionary to use when several exist")
     parser.add_argument("--neurons", action="store_true", help="use neurons (identity dictionaries) instead of SAEs")
+    parser.add_argument("--missing", choices=["error", "neurons", "skip"], default=None,
+                        help="submodules without a dictionary: error (default), neuron nodes, or left out of the graph")
     parser.add_argument("--device", default="cpu", type=V.device)
     parser.add_argument("--dtype", default="float32", type=V.dtype)
     parser.add_argument("--seed", type=V.non_negative_int, default=0)
@@ -43,7 +46,8 @@ def _load(args):
 
     torch.manual_seed(args.seed)
     model = load_model(args.model, device=args.device, dtype=args.dtype)
-    dictionaries = dictionaries_for(model, args.dictionaries, args.dict_id, args.neurons)
+    dictionaries = dictionaries_for(model, args.dictionaries, args.dict_id, args.neurons,
+                                    args.missing or "error")
     return model, dictionaries
 
 
@@ -53,6 +57,16 @@ def _task(args, model, name, split, n):
 
     context = getattr(model.config, "max_position_embeddings", None)
     return load_task(name, split, n, args.seed, model.tokenizer, max_length=context)
+
+
+def _missing_record(args, model, dictionaries) -> dict:
+    """What happened to submodules without a dictionary, for the circuit metadata."""
+    from .architectures import submodules_for
+
+    names = [s.name for s in submodules_for(model.config)]
+    filled = [] if args.neurons else [n for n, d in dictionaries.items() if d.info.format == "neurons"]
+    return {"policy": args.missing or "error", "neurons": filled,
+            "skipped": [n for n in names if n not in dictionaries]}
 
 
 def cmd_datasets_build(args) -> None:
@@ -156,8 +170,8 @@ def cmd_circuit(args) -> None:
                 "edge_threshold": args.edge_threshold, "aggregation": args.aggregation,
                 "dtype": _canonical_dtype(args.dtype), "seed": args.seed, "neurons": args.neurons,
                 "dictionaries": "neurons" if args.neurons else str(args.dictionaries or "default"),
-                "dict_id": args.dict_id, "n_examples_requested": args.n_examples,
-                "dataset": args.dataset, "split": "train"}
+                "dict_id": args.dict_id, "missing": args.missing or "error",
+                "n_examples_requested": args.n_examples, "dataset": args.dataset, "split": "train"}
     conflict = settings_conflict(out / f"{name}.json", settings)
     if conflict and not args.force:
         raise UserError(f"{conflict}; pass --force to replace it or choose another --out")
@@ -168,7 +182,8 @@ def cmd_circuit(args) -> None:
         args.aggregation, args.batch_size, metadata={
             **{k: v for k, v in settings.items()
                if k not in ("method", "node_threshold", "edge_threshold", "aggregation")},
-            "model": model_short, "model_path": args.model})
+            "model": model_short, "model_path": args.model,
+            "missing_dictionaries": _missing_record(args, model, dictionaries)})
     with StagedFiles(out) as staged:
         Path(staged.path(f"{name}.json")).write_text(circuit_json(graph))
         draw_circuit(graph, out / name, staged=staged)
@@ -195,6 +210,7 @@ def cmd_evaluate(args) -> None:
         args.dictionaries = meta["dictionaries"]
     args.neurons = args.neurons or meta.get("dictionaries") == "neurons"
     args.dict_id = args.dict_id or meta.get("dict_id")
+    args.missing = args.missing or (meta.get("missing_dictionaries") or {}).get("policy")
     model, dictionaries = _load(args)
     if model_name(model) != meta["model"]:
         raise UserError(f"{args.circuit} was built on model {meta['model']!r}, not "
@@ -271,6 +287,41 @@ def _methods() -> list[str]:
     return list(METHODS)
 
 
+def _add_inspect_model(parser: argparse.ArgumentParser) -> None:
+    from .loading import DEFAULT_MODEL
+
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="model whose submodules to list "
+                        f"(default {DEFAULT_MODEL})")
+
+
+def cmd_dictionaries_inspect(args) -> None:
+    """One line per submodule: format, class, width, sparsity, normalisation, path."""
+    from pathlib import Path
+
+    from transformers import AutoConfig
+
+    from .architectures import submodules_for
+    from .dictionaries import describe, inspect_source
+    from .loading import resolve_model_path
+
+    path = resolve_model_path(args.model)
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"could not read the config of model {args.model!r} ({type(exc).__name__})") from None
+    rows = inspect_source(args.source, Path(path).name, submodules_for(config), config.hidden_size,
+                          args.dict_id)
+    print(f"{'submodule':<10} {'format':<20} {'class':<22} {'width':>7}  {'sparsity':<28} "
+          f"{'normalisation':<26} path")
+    for name, ae in rows:
+        if ae is None:
+            print(f"{name:<10} {'(none)':<20}")
+            continue
+        d = describe(ae)
+        print(f"{name:<10} {d['format']:<20} {d['class']:<22} {d['width']:>7}  {d['sparsity']:<28} "
+              f"{d['normalisation']:<26} {d['path']}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="sfc-relp", description=(
         "Sparse feature circuits with relevance patching (RelP) for Pythia-architecture models."))
@@ -344,6 +395,15 @@ def build_parser() -> argparse.ArgumentParser:
                           help="prompts for the SAE-node-level correlation (exact patching of every node; 0 skips)")
     fidelity.add_argument("--json", action="store_true", help="print {method: {component: pcc}}")
     fidelity.set_defaults(func=cmd_fidelity)
+
+    dicts = commands.add_parser("dictionaries", help="inspect SAE dictionaries in any supported format")
+    dicts_commands = dicts.add_subparsers(dest="dictionaries_command", metavar="ACTION", required=True)
+    inspect = dicts_commands.add_parser("inspect", help="one line per submodule: format, class, width, "
+                                                        "threshold/k, normalisation, path")
+    inspect.add_argument("source", help="dictionary root (Marks et al.'s layout) or mapping file")
+    _add_inspect_model(inspect)
+    inspect.add_argument("--dict-id", default=None)
+    inspect.set_defaults(func=cmd_dictionaries_inspect)
 
     zoo = commands.add_parser("zoo", help="models and dictionaries made by the project")
     zoo_commands = zoo.add_subparsers(dest="zoo_command", metavar="ACTION", required=True)

@@ -126,10 +126,11 @@ def evaluate_circuit(model, dictionaries, dataset, circuit: dict, ablation: str 
                         f"{baseline.seed}, not {ablation!r}, {seed}")
     if error_policy not in ERROR_POLICIES:
         raise UserError(f"unknown error policy {error_policy!r}; use one of {', '.join(ERROR_POLICIES)}")
-    names = ablatable_submodules(model.config, intact_layers)
-    missing = [name for name in names if name not in dictionaries]
-    if missing:
-        raise UserError(f"no dictionary for {', '.join(missing)}; pass dictionaries for every submodule")
+    ablatable = ablatable_submodules(model.config, intact_layers)
+    names = [n for n in ablatable if n in dictionaries]  # submodules skipped (--missing skip) stay intact
+    if not names:
+        raise UserError(f"no dictionary for any ablatable submodule ({', '.join(ablatable)}); "
+                        "pass dictionaries (or --neurons)")
     widths = {name: dictionaries[name].dict_size for name in names}
     for name, (features, _) in circuit.items():
         bad = [i for i in features if isinstance(i, bool) or not isinstance(i, int) or i < 0

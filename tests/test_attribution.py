@@ -293,7 +293,7 @@ def test_batched_edges_equal_one_by_one(small_model, small_dictionaries, batch, 
                 seed[..., index] = f_grads["resid_2"][..., index]
                 (g_x,) = torch.autograd.grad(node.features_of_input, [node.input],
                                              grad_outputs=seed, retain_graph=True)
-            g_f = g_x @ small_dictionaries["attn_2"].decoder.weight
+            g_f = g_x @ small_dictionaries["attn_2"].W_dec.T
             d_f = patch.nodes["attn_2"].features - clean.nodes["attn_2"].features.detach()
             d_e = patch.nodes["attn_2"].error - clean.nodes["attn_2"].error.detach()
             skip_rows.append(torch.cat([(g_f * d_f).sum((0, 1)), (g_x * d_e).sum().view(1)]) / len(batch))

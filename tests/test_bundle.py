@@ -42,7 +42,7 @@ def test_mini_training_end_to_end(tmp_path, capsys):
     assert (cfg.num_hidden_layers, cfg.use_parallel_residual, cfg.tie_word_embeddings,
             cfg.rope_parameters["partial_rotary_factor"]) == (6, True, False, 0.25)
     dictionaries = dictionaries_for(model, root)
-    assert len(dictionaries) == 19 and type(dictionaries["attn_2"]).__name__ == "AutoEncoder"
+    assert len(dictionaries) == 19 and dictionaries["attn_2"].info.cls == "AutoEncoder"
     inputs = tokenize(model.tokenizer, generate("rc", "test", 4)["clean_prefix"])
     run = run_spliced(model, dictionaries, inputs)
     with torch.no_grad():

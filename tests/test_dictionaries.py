@@ -44,7 +44,7 @@ def test_config_dispatch_round_trip(tmp_path, class_name, with_config):
     if with_config:
         (folder / "config.json").write_text(json.dumps({"trainer": {"dict_class": class_name}}))
     loaded = load_dictionary(folder, d_model=16)
-    assert type(loaded).__name__ == class_name
+    assert loaded.info.cls == class_name
     x = torch.randn(3, 16)
     assert torch.allclose(loaded.encode(x), ae.encode(x), atol=1e-6)
     assert torch.allclose(loaded.decode(ae.encode(x)), ae.decode(ae.encode(x)), atol=1e-6)

@@ -43,5 +43,5 @@ def test_real_shapes_trace(pythia_70m):
     for i, name in enumerate(names):
         node = run.nodes[name]
         assert node.features.shape[-1] == 32768 and node.error.shape[-1] == 512
-        expected = grads[i + len(names)] @ dictionaries[name].decoder.weight
+        expected = grads[i + len(names)] @ dictionaries[name].W_dec.T
         assert torch.allclose(grads[i], expected, atol=1e-5, rtol=1e-4), name

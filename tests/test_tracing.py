@@ -38,7 +38,7 @@ def test_feature_gradient_is_error_gradient_times_decoder(small_model, small_dic
     for i, name in enumerate(names):
         g_feat, g_err = grads[i], grads[i + len(names)]
         assert g_err.abs().sum() > 0, name
-        expected = g_err @ small_dictionaries[name].decoder.weight
+        expected = g_err @ small_dictionaries[name].W_dec.T
         assert torch.allclose(g_feat, expected, atol=1e-5), name
 
 

@@ -8,7 +8,9 @@ backward) and the Jacobian is taken at the clean input.
 Edges for GPT-NeoX's parallel residual, per layer l (embed plays resid_{-1}):
 resid_{l-1} -> attn_l, mlp_l (through the module) and resid_{l-1}, attn_l, mlp_l -> resid_l
 (the residual sum is the identity on each summand: the skip path alone); resid_last -> y is
-resid_last's node effect.
+resid_last's node effect. A submodule left without a dictionary (`missing="skip"`) is not
+in the graph: pairs touching it are left out, so the graph lacks those edges (its effect
+passes through the skip path unattributed).
 
 How it is computed: the downstream features are re-encoded through their own encoder rows
 only (`sparse_encode`), all of one submodule's downstream nodes go through one batched
@@ -83,6 +85,8 @@ def compute_edges(model, dictionaries, clean, patch, feature_grads: dict, error_
     upstream = _UpstreamDeltas(dictionaries, clean, patch)
     by_down: dict[str, list[tuple[str, bool]]] = {}
     for up, down, through in edge_pairs(model.config):
+        if up not in dictionaries or down not in dictionaries:
+            continue
         by_down.setdefault(down, []).append((up, through))
     for down, ups in by_down.items():
         ids = result.down_nodes.get(down)
@@ -111,6 +115,8 @@ def compute_edges(model, dictionaries, clean, patch, feature_grads: dict, error_
             stacked = torch.cat(parts) / n_examples
             result.weights[(up, down)] = stacked[torch.argsort(order)]
     last = submodules_for(model.config)[-1].name
+    if last not in dictionaries:
+        return result
     d_f, d_e = upstream[last][:2]
     result.to_output[last] = torch.cat([
         (d_f * feature_grads[last]).sum((0, 1)),

@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from tqdm import tqdm
 
+from ..architectures import submodules_for
+from ..dictionaries import decoder_directions
 from ..errors import UserError
 from .base import AGGREGATIONS, Attribution, NodeEffects, TaskBatch, check_node_ids, logit_diff
 
@@ -71,11 +73,15 @@ class ExactPatching(Attribution):
             state = _ExactEdges(self, batch)
             result = EdgeEffects(down_nodes={k: torch.as_tensor(v) for k, v in down_nodes.items()})
             for up, down, through in edge_pairs(self.model.config):
+                if up not in self.dictionaries or down not in self.dictionaries:
+                    continue  # a submodule left out (missing="skip") has no edges
                 if down in result.down_nodes and len(result.down_nodes[down]):
                     wanted = None if up_nodes is None else up_nodes.get(up, [])
                     result.weights[(up, down)] = state.weights(up, down, through,
                                                                result.down_nodes[down], wanted)
-            last = list(state.clean.nodes)[-1]
+            last = submodules_for(self.model.config)[-1].name
+            if last not in self.dictionaries:
+                return result
             restrict = None if up_nodes is None else {last: list(up_nodes.get(last, [])) + [ERROR]}
             effects = self.attribute(batch, "sum", nodes=restrict)
             result.to_output[last] = torch.cat([effects.features[last], effects.errors[last].view(1)])
@@ -164,8 +170,7 @@ class _ExactEdges:
                     shift = patch_up.error - clean_up.error
                 else:
                     delta = (patch_up.features[..., u] - clean_up.features[..., u]).unsqueeze(-1)
-                    shift = delta * dicts[up].decoder.weight[:, u] if hasattr(dicts[up], "decoder") \
-                        else torch.nn.functional.one_hot(torch.tensor(u), x.shape[-1]) * delta
+                    shift = delta * decoder_directions(dicts[up], [u])[0]
                 values.append(_encode_node(dicts[down], x + shift))
             return values
         n = len(self.batch)
