@@ -19,9 +19,12 @@ def _colour(effect: float, scale: float) -> str:
     return f"#{fade:02x}{fade:02x}ff" if effect >= 0 else f"#ff{fade:02x}{fade:02x}"
 
 
-def to_dot(graph: nx.DiGraph) -> str:
-    """Graphviz source: one row per submodule (embed at the bottom, y on top)."""
+def to_dot(graph: nx.DiGraph, annotations: dict[str, str] | None = None) -> str:
+    """Graphviz source: one row per submodule (embed at the bottom, y on top); `annotations`
+    ({node id: label}) replace ids as node labels."""
     import graphviz
+
+    from .annotations import label_for
 
     dot = graphviz.Digraph("circuit", graph_attr={
         "rankdir": "BT", "ranksep": "0.6", "nodesep": "0.15", "fontname": "Helvetica",
@@ -43,7 +46,9 @@ def to_dot(graph: nx.DiGraph) -> str:
                 if node == OUTPUT:
                     row.node(node, "y (metric)", shape="doubleoctagon", fillcolor="#eeeeee")
                     continue
-                label = node if data.get("position") is None else node.replace("@", "\npos ")
+                label = label_for(node, annotations) or node.split("@", 1)[0]
+                if data.get("position") is not None:
+                    label += f"\npos {data['position']}"
                 row.node(node, label, fillcolor=_colour(data["effect"], scale),
                          shape="triangle" if data.get("error") else "box",
                          style="filled,dashed" if data.get("error") else "filled")
@@ -54,10 +59,10 @@ def to_dot(graph: nx.DiGraph) -> str:
     return dot.source
 
 
-def draw_circuit(graph: nx.DiGraph, stem) -> list[Path]:
+def draw_circuit(graph: nx.DiGraph, stem, annotations: dict[str, str] | None = None) -> list[Path]:
     """Write `stem.dot`, and `stem.svg`, `stem.png` when graphviz's `dot` is installed."""
     stem = Path(stem)
-    source = to_dot(graph)
+    source = to_dot(graph, annotations)
     dot_path = stem.parent / f"{stem.name}.dot"
     atomic_write(dot_path, lambda tmp: Path(tmp).write_text(source))
     written = [dot_path]
