@@ -50,8 +50,18 @@ def offline_chromium(width: int = 1400, height: int = 900):
         shutil.rmtree(profile, ignore_errors=True)
 
 
-def screenshot(page, png, width: int = 1400, height: int = 900) -> list[str]:
-    """Open `page` from a file:// URL offline, save a PNG; the browser's console messages."""
+SELECT_STRONGEST = """
+var data = JSON.parse(document.getElementById("circuit-data").textContent), best = -1;
+data.nodes.forEach(function (n, i) {
+  if (n.feature && (best < 0 || Math.abs(n.effect) > Math.abs(data.nodes[best].effect))) { best = i; }
+});
+if (best >= 0) { window.sfcRelpPage.select(best); }
+"""
+
+
+def screenshot(page, png, width: int = 1400, height: int = 900, select: bool = True) -> list[str]:
+    """Open `page` from a file:// URL offline (with `select`, the strongest feature node
+    selected, so its contexts show), save a PNG; return the browser's console messages."""
     import time
     from pathlib import Path
 
@@ -62,6 +72,8 @@ def screenshot(page, png, width: int = 1400, height: int = 900) -> list[str]:
         raise RuntimeError(reason)
     with offline_chromium(width, height) as driver:
         driver.get(Path(page).resolve().as_uri())
+        if select:
+            driver.execute_script(SELECT_STRONGEST)
         time.sleep(0.5)
         png_bytes = driver.get_screenshot_as_png()
         logs = [entry["message"] for entry in driver.get_log("browser")]

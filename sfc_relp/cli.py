@@ -287,7 +287,7 @@ def cmd_features(args) -> None:
         check_compatible({"metadata": {
             "model": model_name(model), "dictionaries": "neurons" if args.neurons else str(args.dictionaries or "default"),
             "dictionary_fingerprints": {k: fingerprint(v) for k, v in dictionaries.items()}}},
-            graph, source="--model/--dictionaries")
+            graph, what="--model/--dictionaries")
     nodes = graph if graph is not None else [s.strip() for s in args.submodules.split(",") if s.strip()]
     summaries = feature_summaries(
         model, dictionaries, corpus, nodes, top_k=args.top_k, context=args.context,

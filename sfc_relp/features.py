@@ -298,19 +298,20 @@ def load_features(path) -> dict:
     return data
 
 
-def check_compatible(features: dict, graph, source="features") -> None:
-    """A UserError when summaries were computed for another model or other dictionaries."""
+def check_compatible(features: dict, graph, what: str = "the feature summaries") -> None:
+    """A UserError when `what` (summaries, or the loaded model) belongs to another model or to
+    other dictionaries than the circuit `graph`."""
     meta, circuit = features["metadata"], graph.graph
     if meta.get("model") != circuit.get("model"):
-        raise UserError(f"{source} were computed on model {meta.get('model')!r} but the circuit is "
-                        f"for {circuit.get('model')!r}; recompute them with --model {circuit.get('model')}")
+        raise UserError(f"{what} are for model {meta.get('model')!r} but the circuit is for "
+                        f"{circuit.get('model')!r}; use --model {circuit.get('model')} (and its dictionaries)")
     theirs = circuit.get("dictionary_fingerprints") or {}
     ours = meta.get("dictionary_fingerprints") or {}
     clash = sorted(k for k in set(theirs) & set(ours) if theirs[k] != ours[k])
     if clash:
-        raise UserError(f"{source} were computed with other dictionaries than the circuit's "
-                        f"(differ at {', '.join(clash)}); recompute them with the circuit's --dictionaries")
+        raise UserError(f"{what} use other dictionaries than the circuit (weights differ at "
+                        f"{', '.join(clash)}); use the circuit's --dictionaries")
     if not theirs and meta.get("dictionaries") and circuit.get("dictionaries") and \
             meta["dictionaries"] != circuit["dictionaries"]:
-        raise UserError(f"{source} were computed with dictionaries {meta['dictionaries']!r}, the "
-                        f"circuit with {circuit['dictionaries']!r}; recompute them with the circuit's")
+        raise UserError(f"{what} use dictionaries {meta['dictionaries']!r}, the circuit "
+                        f"{circuit['dictionaries']!r}; use the circuit's --dictionaries")

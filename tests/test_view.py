@@ -229,7 +229,7 @@ def test_bad_inputs_are_one_line_and_write_nothing(made, tmp_path):
     save_features(other, tmp_path / "other_model")
     done = _cli("view", "--circuit", str(out / "circuit.json"), "--features", str(tmp_path / "other_model"),
                 "--out", str(page))
-    assert done.returncode == 1 and "model 'pythia-70m-deduped'" in done.stderr
+    assert done.returncode == 1 and "for model 'pythia-70m-deduped'" in done.stderr
     assert len(done.stderr.splitlines()) == 1
     other = json.loads(json.dumps(summaries))
     other["metadata"]["dictionary_fingerprints"] = {"resid_2": "0" * 16}
@@ -239,7 +239,10 @@ def test_bad_inputs_are_one_line_and_write_nothing(made, tmp_path):
     save_features(other, tmp_path / "other_dicts")
     done = _cli("view", "--circuit", str(tmp_path / "fingerprinted.json"), "--features",
                 str(tmp_path / "other_dicts"), "--out", str(page))
-    assert done.returncode == 1 and "other dictionaries" in done.stderr and len(done.stderr.splitlines()) == 1
+    assert done.returncode == 1 and "other dictionaries than the circuit" in done.stderr and len(done.stderr.splitlines()) == 1
+    done = _cli("features", "--corpus", "rc", "--circuit", str(tmp_path / "fingerprinted.json"),
+                "--out", str(tmp_path / "feats"))  # the bundled SAEs are not the circuit's
+    assert done.returncode == 1 and "--model/--dictionaries use other dictionaries" in done.stderr
     empty = tmp_path / "empty.txt"
     empty.write_text("\n\n")
     done = _cli("features", "--corpus", str(empty), "--circuit", str(out / "circuit.json"),
