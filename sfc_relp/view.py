@@ -1,8 +1,8 @@
 """One self-contained, offline HTML page for a circuit: graphviz SVG + the project's own script.
 
 The page holds the circuit's SVG (laid out by graphviz's `dot`: one row per submodule in
-forward order, feature nodes ordered by position then feature; a layered layout computed here
-when `dot` is missing), the circuit and feature summaries as JSON in a
+forward order; a layered layout computed here when `dot` is missing, and for per-position
+circuits, where positions are aligned columns), the circuit and feature summaries as JSON in a
 `<script type="application/json">`, and `page/view.js` + `page/view.css` inlined. Nothing is
 fetched: no CDN, no server, no external URL.
 """
@@ -105,20 +105,46 @@ def _clean_svg(svg: str) -> str:
     return re.sub(r'\s+xmlns(:xlink)?="[^"]*"', "", svg)
 
 
-def fallback_svg(graph: nx.DiGraph, order: list[str], annotations=None) -> str:
-    """A layered layout without graphviz: a row per submodule (embed at the bottom), x by order."""
+def per_position(graph: nx.DiGraph) -> bool:
+    """Whether the circuit has nodes per position (aggregation 'none')."""
+    return any(d.get("position") is not None for _, d in graph.nodes(data=True))
+
+
+def _slots(graph: nx.DiGraph, rows: list[str]) -> tuple[dict[str, int], dict[int, int]]:
+    """({node: column}, {position: its first column}): columns by order within a row, or, per
+    position, one block of columns per position (as wide as its busiest row)."""
+    if not per_position(graph):
+        return {n: c for row in rows for c, n in enumerate(_row_members(graph, row))}, {}
+    cells: dict[tuple[str, int], list[str]] = {}
+    for row in rows:
+        for node in _row_members(graph, row):
+            cells.setdefault((row, graph.nodes[node].get("position") or 0), []).append(node)
+    positions = sorted({p for _, p in cells})
+    starts, column = {}, 0
+    for p in positions:
+        starts[p] = column
+        column += max(len(v) for (_, q), v in cells.items() if q == p)
+    return {n: starts[p] + k for (_, p), members in cells.items() for k, n in enumerate(members)}, starts
+
+
+def layered_svg(graph: nx.DiGraph, order: list[str], annotations=None) -> str:
+    """A layered layout computed here: a row per submodule (embed at the bottom, y on top),
+    columns by order within a row, or by position for per-position circuits."""
     scale, max_weight = _styles(graph)
     index = {n: i for i, n in enumerate(order)}
     rows = forward_rows(graph)
-    width = max(len(_row_members(graph, r)) for r in rows) * COL_GAP + COL_GAP
-    height = len(rows) * ROW_GAP + 20
+    slots, starts = _slots(graph, rows)
+    width = (max(slots.values(), default=0) + 2) * COL_GAP
+    top = 30 if starts else 0
+    height = len(rows) * ROW_GAP + 20 + top
     where = {}
-    parts = []
+    parts = [f'<text x="{COL_GAP + c * COL_GAP}" y="18" text-anchor="middle" fill="#666" '
+             f'font-size="11">pos {p}</text>' for p, c in starts.items()]
     for r, row in enumerate(rows):
         y = height - 40 - r * ROW_GAP
         parts.append(f'<text x="8" y="{y + 4}" fill="#666" font-size="11">{html.escape(row)}</text>')
-        for c, node in enumerate(_row_members(graph, row)):
-            where[node] = (COL_GAP + c * COL_GAP, y)
+        for node in _row_members(graph, row):
+            where[node] = (COL_GAP + slots[node] * COL_GAP, y)
     for j, (source, target, data) in enumerate(graph.edges(data=True)):
         (x1, y1), (x2, y2) = where[source], where[target]
         w = 0.4 + 3.6 * abs(data["weight"]) / max_weight
@@ -142,13 +168,16 @@ def fallback_svg(graph: nx.DiGraph, order: list[str], annotations=None) -> str:
 
 
 def circuit_svg(graph: nx.DiGraph, order: list[str], annotations=None) -> tuple[str, str]:
-    """(svg, layout name): graphviz's `dot` when installed, else the layered fallback."""
+    """(svg, layout name): graphviz's `dot` when installed, else the layered layout computed
+    here; per-position circuits always use the latter (positions as aligned columns)."""
+    if per_position(graph):
+        return layered_svg(graph, order, annotations), "rows by submodule, columns by position"
     if shutil.which("dot"):
         source = page_dot(graph, order, annotations)
         done = subprocess.run(["dot", "-Tsvg"], input=source, capture_output=True, text=True)
         if done.returncode == 0:
             return _clean_svg(done.stdout), "graphviz dot"
-    return fallback_svg(graph, order, annotations), "layered (graphviz not installed)"
+    return layered_svg(graph, order, annotations), "layered (graphviz not installed)"
 
 
 def _script_json(data) -> str:

@@ -16,7 +16,7 @@ from sfc_relp.export import from_neuronpedia, to_neuronpedia, validate_neuronped
 from sfc_relp.features import feature_summaries, load_corpus, save_features
 from sfc_relp.loading import load_model
 from sfc_relp.plotting import to_dot
-from sfc_relp.view import build_page, fallback_svg, forward_rows, write_page
+from sfc_relp.view import build_page, layered_svg, forward_rows, write_page
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +70,7 @@ def test_fallback_layout_without_graphviz_rows_in_forward_order(made):
     assert rows.index("attn_1") < rows.index("mlp_1") < rows.index("resid_1") < rows.index("attn_2") \
         if {"attn_1", "mlp_1", "resid_1", "attn_2"} <= set(rows) else True
     order = [n for r in rows for n in graph if (graph.nodes[n].get("submodule") or "y") == r]
-    svg = fallback_svg(graph, sorted(graph.nodes, key=lambda n: order.index(n)))
+    svg = layered_svg(graph, sorted(graph.nodes, key=lambda n: order.index(n)))
     assert len(re.findall(r'class="node"', svg)) == graph.number_of_nodes()
     assert len(re.findall(r'class="edge"', svg)) == graph.number_of_edges()
     ys = {}
@@ -80,6 +80,38 @@ def test_fallback_layout_without_graphviz_rows_in_forward_order(made):
     assert all(len(v) == 1 for v in ys.values())  # one row per submodule
     heights = [ys[r].pop() for r in rows]
     assert heights == sorted(heights, reverse=True)  # embed at the bottom, y on top
+
+
+def _per_position_graph():
+    graph = nx.DiGraph(model="tiny-pythia", method="relp", dataset="rc", aggregation="none",
+                       node_threshold=0.1, edge_threshold=0.01, edges_computed=False)
+    graph.add_node("y", submodule="y", layer=None, feature=None, error=False, position=None, effect=None)
+    for sub, feature, position, effect in [("embed", 3, 0, 0.4), ("embed", 9, 0, -0.2), ("embed", 1, 2, 0.3),
+                                           ("attn_0", None, 1, 0.5), ("resid_0", 4, 2, 0.9),
+                                           ("resid_0", 5, 2, 0.1), ("resid_0", 6, 2, -0.6), ("mlp_1", 2, 3, 0.2)]:
+        name = f"{sub}/{'err' if feature is None else feature}@{position}"
+        graph.add_node(name, submodule=sub, layer=-1 if sub == "embed" else int(sub[-1]), feature=feature,
+                       error=feature is None, position=position, effect=effect)
+    return graph
+
+
+def test_per_position_circuit_has_position_columns():
+    graph = _per_position_graph()
+    page = build_page(graph)
+    assert "columns by position" in page
+    boxes = {m.group(1).replace("&gt;", ">"): float(m.group(2)) for m in re.finditer(
+        r'<g id="node_\d+" class="node"><title>([^<]*)</title><rect x="([^"]*)"', page)}
+    assert set(boxes) == set(graph.nodes)
+    span = {}
+    for node, x in boxes.items():
+        position = graph.nodes[node]["position"]
+        if position is not None:
+            span.setdefault(position, []).append(x)
+    # position blocks do not overlap and come in position order, in every row alike
+    ordered = [span[p] for p in sorted(span)]
+    assert all(max(a) < min(b) for a, b in zip(ordered, ordered[1:]))
+    assert len(set(span[2])) == 3  # resid_0 has three nodes at position 2: three columns
+    assert boxes["embed/1@2"] == boxes["resid_0/4@2"]  # the same column in different rows
 
 
 def test_page_in_headless_chromium(made, tmp_path):
@@ -165,6 +197,12 @@ def test_page_in_headless_chromium(made, tmp_path):
         errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
         assert errors == []
         driver.save_screenshot(str(tmp_path / "circuit_page.png"))
+
+        per_position = write_page(_per_position_graph(), tmp_path / "per_position.html")
+        driver.get(per_position.resolve().as_uri())
+        shown = driver.find_elements(By.CSS_SELECTOR, "#graph svg g.node[data-node]")
+        assert len(shown) == 9 and all(e.is_displayed() for e in shown)
+        assert [e for e in driver.get_log("browser") if e["level"] == "SEVERE"] == []
     assert (tmp_path / "circuit_page.png").stat().st_size > 10_000
 
 
