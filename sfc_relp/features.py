@@ -102,6 +102,24 @@ def logit_lens(model, direction: torch.Tensor) -> torch.Tensor:
     return d @ unembed.T
 
 
+def _lens_extremes(model, ae, ids: list[int], n: int, chunk: int = 512):
+    """Per feature, (values, token ids) of its n largest and n most negative logit-lens entries,
+    computed `chunk` features at a time (all of a 32768-wide SAE against a 50k vocabulary would
+    be a 6.6 GB matrix)."""
+    from .dictionaries import decoder_directions
+
+    up, down = [], []
+    with torch.no_grad():
+        for start in range(0, len(ids), chunk):
+            part = torch.tensor(ids[start:start + chunk], dtype=torch.long)
+            lens = logit_lens(model, decoder_directions(ae, part).float())
+            k = min(n, lens.shape[-1])
+            high, low = lens.topk(k, dim=-1), lens.topk(k, dim=-1, largest=False)
+            up += [(v, t) for v, t in zip(high.values.tolist(), high.indices.tolist())]
+            down += [(v, t) for v, t in zip(low.values.tolist(), low.indices.tolist())]
+    return up, down
+
+
 def _requested(nodes, dictionaries: dict) -> dict[str, list[int] | None]:
     """{submodule: feature ids, or None for all} from node ids, a circuit graph or submodules."""
     wanted: dict[str, set | None] = {}
@@ -199,7 +217,6 @@ def feature_summaries(model, dictionaries: dict, corpus: list[str], nodes, top_k
     error nodes skipped) or submodule names (all their features). Returns a JSON-ready dict
     {"metadata": ..., "features": {"<submodule>/<feature>": summary}}.
     """
-    from .dictionaries import decoder_directions
     from .loading import model_name
     from .tracing import run_spliced
 
@@ -239,11 +256,7 @@ def feature_summaries(model, dictionaries: dict, corpus: list[str], nodes, top_k
     features = {}
     for name, ids in wanted.items():
         top = running[name]
-        with torch.no_grad():
-            lens = logit_lens(model, decoder_directions(dictionaries[name], torch.tensor(ids)).float())
-        n_lens = min(n_logit_tokens, lens.shape[-1])
-        up = lens.topk(n_lens, dim=-1)
-        down = (-lens).topk(n_lens, dim=-1)
+        up, down = _lens_extremes(model, dictionaries[name], ids, n_logit_tokens)
         for row, feature in enumerate(ids):
             contexts = []
             for slot in range(top_k):
@@ -264,9 +277,9 @@ def feature_summaries(model, dictionaries: dict, corpus: list[str], nodes, top_k
                 "max_activation": contexts[0]["activation"] if contexts else 0.0,
                 "contexts": contexts,
                 "promoted": [{"token": _decode(tokenizer, int(t)), "logit": round(float(v), 5)}
-                             for v, t in zip(up.values[row], up.indices[row])],
-                "suppressed": [{"token": _decode(tokenizer, int(t)), "logit": round(-float(v), 5)}
-                               for v, t in zip(down.values[row], down.indices[row])]}
+                             for v, t in zip(*up[row])],
+                "suppressed": [{"token": _decode(tokenizer, int(t)), "logit": round(float(v), 5)}
+                               for v, t in zip(*down[row])]}
     meta = {"model": model_name(model), "dictionary_fingerprints":
             {name: fingerprint(dictionaries[name]) for name in wanted},
             "n_documents": len(corpus), "n_tokens": n_tokens, "top_k": top_k, "context": context,

@@ -294,6 +294,12 @@ def test_bad_inputs_are_one_line_and_write_nothing(made, tmp_path):
 
 def test_cli_features_view_export(made, tmp_path):
     out, graph, _, feature = made
+    done = _cli("circuit", "--dataset", "rc", "--n-examples", "8", "--batch-size", "8", "--node-threshold", "0.2",
+                "--edge-threshold", "0.1", "--annotations", str(out / "annotations.json"), "--out", str(tmp_path / "c"))
+    assert done.returncode == 0, done.stderr
+    assert "my <label> & co" in (tmp_path / "c" / "tiny-pythia_rc_relp.dot").read_text()
+    assert set(load_circuit(tmp_path / "c" / "tiny-pythia_rc_relp.json").graph["dictionary_fingerprints"]) == \
+        {n for n, _ in dictionaries_for(load_model()).items()}
     done = _cli("features", "--corpus", "rc", "--max-docs", "16", "--submodules", "embed,attn_0",
                 "--top-k", "2", "--out", str(tmp_path / "feats"))
     assert done.returncode == 0, done.stderr
