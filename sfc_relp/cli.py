@@ -158,8 +158,10 @@ def _canonical_dtype(name: str) -> str:
 def cmd_circuit(args) -> None:
     from pathlib import Path
 
+    from .annotations import load_annotations
     from .circuit import circuit_json, discover_circuit, settings_conflict
     from .datasets import dataset_name
+    from .features import fingerprint
     from .files import StagedFiles, safe_name
     from .plotting import draw_circuit
 
@@ -175,6 +177,7 @@ def cmd_circuit(args) -> None:
     conflict = settings_conflict(out / f"{name}.json", settings)
     if conflict and not args.force:
         raise UserError(f"{conflict}; pass --force to replace it or choose another --out")
+    annotations = load_annotations(args.annotations)
     model, dictionaries = _load(args)
     data = _task(args, model, args.dataset, "train", args.n_examples)
     graph = discover_circuit(
@@ -184,9 +187,10 @@ def cmd_circuit(args) -> None:
                if k not in ("method", "node_threshold", "edge_threshold", "aggregation")},
             "model": model_short, "model_path": args.model,
             "missing_dictionaries": _missing_record(args, model, dictionaries)})
+    graph.graph["dictionary_fingerprints"] = {k: fingerprint(v) for k, v in dictionaries.items()}
     with StagedFiles(out) as staged:
         Path(staged.path(f"{name}.json")).write_text(circuit_json(graph))
-        draw_circuit(graph, out / name, staged=staged)
+        draw_circuit(graph, out / name, annotations, staged=staged)
         paths = staged.commit()
     for path in paths:
         print(path)
@@ -322,6 +326,72 @@ def cmd_dictionaries_inspect(args) -> None:
               f"{d['normalisation']:<26} {d['path']}")
 
 
+def cmd_features(args) -> None:
+    from .circuit import load_circuit
+    from .features import feature_summaries, fingerprint, load_corpus, save_features
+
+    if (args.circuit is None) == (args.submodules is None):
+        raise UserError("pass exactly one of --circuit FILE and --submodules a,b")
+    graph = load_circuit(args.circuit) if args.circuit else None
+    if graph is not None and args.model is None:
+        args.model = graph.graph.get("model_path") or graph.graph["model"]
+        if args.dictionaries is None and graph.graph.get("dictionaries") not in (None, "default", "neurons"):
+            args.dictionaries = graph.graph["dictionaries"]
+        args.neurons = args.neurons or graph.graph.get("dictionaries") == "neurons"
+        args.dict_id = args.dict_id or graph.graph.get("dict_id")
+    if args.model is None:
+        from .loading import DEFAULT_MODEL
+
+        args.model = DEFAULT_MODEL
+    corpus = load_corpus(args.corpus, args.max_docs, args.text_column)
+    model, dictionaries = _load(args)
+    if graph is not None:
+        from .features import check_compatible
+        from .loading import model_name
+
+        check_compatible({"metadata": {
+            "model": model_name(model), "dictionaries": "neurons" if args.neurons else str(args.dictionaries or "default"),
+            "dictionary_fingerprints": {k: fingerprint(v) for k, v in dictionaries.items()}}},
+            graph, what="--model/--dictionaries")
+    nodes = graph if graph is not None else [s.strip() for s in args.submodules.split(",") if s.strip()]
+    summaries = feature_summaries(
+        model, dictionaries, corpus, nodes, top_k=args.top_k, context=args.context,
+        batch_size=args.batch_size, max_length=args.max_length, metadata={
+            "model_path": args.model, "corpus": str(args.corpus), "dict_id": args.dict_id,
+            "dictionaries": "neurons" if args.neurons else str(args.dictionaries or "default")})
+    path = save_features(summaries, args.out)
+    print(path)
+    print(f"{len(summaries['features'])} features over {summaries['metadata']['n_documents']} documents "
+          f"({summaries['metadata']['n_tokens']} tokens)")
+
+
+def cmd_view(args) -> None:
+    from .annotations import load_annotations
+    from .circuit import load_circuit
+    from .features import load_features
+    from .view import write_page
+
+    graph = load_circuit(args.circuit)
+    annotations = load_annotations(args.annotations)
+    features = load_features(args.features) if args.features else None
+    print(write_page(graph, args.out, features, annotations))
+
+
+def cmd_export(args) -> None:
+    from pathlib import Path
+
+    from .annotations import load_annotations
+    from .circuit import load_circuit
+    from .export import save_neuronpedia, to_neuronpedia
+    from .features import load_features
+
+    graph = load_circuit(args.circuit)
+    features = load_features(args.features)["features"] if args.features else None
+    data = to_neuronpedia(graph, load_annotations(args.annotations), features=features)
+    out = args.out or str(Path(args.circuit).with_suffix("")) + ".neuronpedia.json"
+    print(save_neuronpedia(data, out))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="sfc-relp", description=(
         "Sparse feature circuits with relevance patching (RelP) for Pythia-architecture models."))
@@ -355,7 +425,39 @@ def build_parser() -> argparse.ArgumentParser:
     circuit.add_argument("--out", default="circuits", type=V.output_dir)
     circuit.add_argument("--force", action="store_true",
                          help="replace a saved circuit of the same name built with other settings")
+    circuit.add_argument("--annotations", default=None, help="JSON {node id: label}; labels replace ids in the diagram")
     circuit.set_defaults(func=cmd_circuit)
+
+    features = commands.add_parser("features", help="top contexts, density and logit lens of circuit features")
+    _add_model_args(features)
+    features.set_defaults(model=None)
+    features.add_argument("--corpus", required=True,
+                          help="text file (a document per line), .jsonl task file, save_to_disk directory or task family")
+    features.add_argument("--circuit", default=None, help="summarise this circuit's feature nodes")
+    features.add_argument("--submodules", default=None, help="or all features of these submodules (a,b)")
+    features.add_argument("--out", required=True, help="directory for features.json")
+    features.add_argument("--top-k", type=V.positive_int, default=10)
+    features.add_argument("--context", type=V.non_negative_int, default=8, help="tokens each side of the maximum")
+    features.add_argument("--batch-size", type=V.positive_int, default=16)
+    features.add_argument("--max-length", type=V.positive_int, default=64, help="tokens kept per document")
+    features.add_argument("--max-docs", type=V.positive_int, default=None)
+    features.add_argument("--text-column", default="text", help="column of a save_to_disk dataset")
+    features.set_defaults(func=cmd_features)
+
+    view = commands.add_parser("view", help="one self-contained offline HTML page for a circuit")
+    view.add_argument("--circuit", required=True)
+    view.add_argument("--features", default=None, help="directory (or file) written by `sfc-relp features`")
+    view.add_argument("--annotations", default=None, help="JSON {node id: label}")
+    view.add_argument("--out", required=True, help="the .html file to write")
+    view.set_defaults(func=cmd_view)
+
+    export = commands.add_parser("export", help="export a circuit as Neuronpedia / circuit-tracer graph JSON")
+    export.add_argument("--circuit", required=True)
+    export.add_argument("--format", choices=["neuronpedia"], default="neuronpedia")
+    export.add_argument("--features", default=None, help="features directory (fills node activation)")
+    export.add_argument("--annotations", default=None, help="JSON {node id: label} (fills clerp)")
+    export.add_argument("--out", default=None, help="default: <circuit>.neuronpedia.json")
+    export.set_defaults(func=cmd_export)
 
     evaluate = commands.add_parser("evaluate", help="faithfulness and completeness of a saved circuit")
     _add_model_args(evaluate)

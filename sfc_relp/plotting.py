@@ -22,9 +22,12 @@ def _colour(effect: float, scale: float) -> str:
     return f"#{fade:02x}{fade:02x}ff" if effect >= 0 else f"#ff{fade:02x}{fade:02x}"
 
 
-def to_dot(graph: nx.DiGraph) -> str:
-    """Graphviz source: one row per submodule (embed at the bottom, y on top)."""
+def to_dot(graph: nx.DiGraph, annotations: dict[str, str] | None = None) -> str:
+    """Graphviz source: one row per submodule (embed at the bottom, y on top); `annotations`
+    ({node id: label}) replace ids as node labels."""
     import graphviz
+
+    from .annotations import label_for
 
     dot = graphviz.Digraph("circuit", graph_attr={
         "rankdir": "BT", "ranksep": "0.6", "nodesep": "0.15", "fontname": "Helvetica",
@@ -46,7 +49,9 @@ def to_dot(graph: nx.DiGraph) -> str:
                 if node == OUTPUT:
                     row.node(node, "y (metric)", shape="doubleoctagon", fillcolor="#eeeeee")
                     continue
-                label = node if data.get("position") is None else node.replace("@", "\npos ")
+                label = label_for(node, annotations) or node.split("@", 1)[0]
+                if data.get("position") is not None:
+                    label += f"\npos {data['position']}"
                 row.node(node, label, fillcolor=_colour(data["effect"], scale),
                          shape="triangle" if data.get("error") else "box",
                          style="filled,dashed" if data.get("error") else "filled")
@@ -73,7 +78,8 @@ def _render(dot_file: str, fmt: str, out: str) -> None:
         raise UserError(f"could not run graphviz `dot`: {exc.strerror}") from None
 
 
-def draw_circuit(graph: nx.DiGraph, stem, staged: StagedFiles | None = None) -> list[Path]:
+def draw_circuit(graph: nx.DiGraph, stem, annotations: dict[str, str] | None = None,
+                 staged: StagedFiles | None = None) -> list[Path]:
     """Write `stem.dot`, and `stem.svg`, `stem.png` when graphviz's `dot` is installed (a
     warning says so when it is not). svg and png are rendered from the staged `.dot`; all
     files are renamed into place together (by `staged.commit()` when a run passes its own
@@ -81,9 +87,9 @@ def draw_circuit(graph: nx.DiGraph, stem, staged: StagedFiles | None = None) -> 
     stem = Path(stem)
     if staged is None:
         with StagedFiles(stem.parent) as own:
-            draw_circuit(graph, stem, own)
+            draw_circuit(graph, stem, annotations, own)
             return own.commit()
-    source = to_dot(graph)
+    source = to_dot(graph, annotations)
     dot_tmp = staged.path(f"{stem.name}.dot")
     Path(dot_tmp).write_text(source)
     written = [stem.parent / f"{stem.name}.dot"]
