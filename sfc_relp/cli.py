@@ -19,7 +19,8 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=DEFAULT_MODEL,
                         help=f"bundled model name, local HF directory or cached HF id (default {DEFAULT_MODEL})")
     parser.add_argument("--dictionaries", default=None,
-                        help="root of SAE dictionaries in Marks et al.'s layout (default: the project's dictionaries/)")
+                        help="root of SAE dictionaries in Marks et al.'s layout (default: the model directory's own "
+                             "dictionaries/ (bundled models), else the project's dictionaries/)")
     parser.add_argument("--dict-id", default=None, help="which <id>_<width> dictionary to use when several exist")
     parser.add_argument("--neurons", action="store_true", help="use neurons (identity dictionaries) instead of SAEs")
     parser.add_argument("--device", default="cpu")
@@ -87,13 +88,11 @@ def cmd_zoo_random(args) -> None:
 
 
 def cmd_zoo_train(args) -> None:
-    from .dictionaries import DEFAULT_ROOT
     from .loading import ZOO_DIR
     from .training.bundle import train_bundle
 
     model_dir = args.model_dir or ZOO_DIR / args.name
-    result = train_bundle(model_dir, args.dictionaries or DEFAULT_ROOT, args.name, args.budget,
-                          args.seed)
+    result = train_bundle(model_dir, args.dictionaries, args.name, args.budget, args.seed)
     print(f"model: {result['model']}\ndictionaries: {result['dictionaries']}\n"
           f"took {result['seconds']:.0f}s")
 
@@ -334,7 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--budget", choices=["full", "mini"], default="full",
                        help="full: the shipped bundle; mini: a seconds-long smoke run")
     train.add_argument("--model-dir", default=None, help="where to write the model (default: the package zoo)")
-    train.add_argument("--dictionaries", default=None, help="dictionary root (default: the project's dictionaries/)")
+    train.add_argument("--dictionaries", default=None,
+                       help="dictionary root to write ROOT/<name>/... (default: the model directory's dictionaries/)")
     train.add_argument("--seed", type=int, default=0)
     train.set_defaults(func=cmd_zoo_train)
 

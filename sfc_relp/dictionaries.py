@@ -3,6 +3,11 @@
 Layout: `<root>/<model>/{embed,attn_out_layerN,mlp_out_layerN,resid_out_layerN}/<id>_<width>/`
 holding `ae.pt` (a plain state_dict) and optionally `config.json`, whose `trainer.dict_class`
 (or `dictionary.dict_class`) picks the class. Weights are read with `weights_only=True`.
+
+Where dictionaries are looked up when no root is given: the model directory's own
+`dictionaries/` folder (every bundled model ships its SAEs there, inside the package:
+`sfc_relp/zoo/<model>/dictionaries/`); otherwise `DEFAULT_ROOT/<model>` (the checkout's
+`dictionaries/` or `$SFC_RELP_DICTIONARIES`), the place for user dictionaries.
 """
 
 from __future__ import annotations
@@ -122,6 +127,13 @@ def load_dictionaries(root, model: str, submodules: list[Submodule], d_model: in
     if not base.is_dir():
         raise UserError(f"no dictionaries for model {model!r}: {base} does not exist; pass "
                         "--dictionaries ROOT (holding ROOT/<model>/...) or use neuron mode")
+    return load_model_dictionaries(base, submodules, d_model, dict_id, device, dtype)
+
+
+def load_model_dictionaries(base, submodules: list[Submodule], d_model: int,
+                            dict_id: str | None = None, device="cpu", dtype=torch.float32) -> dict:
+    """{submodule name: dictionary} from one model's folder `base/<submodule dir>/<id>_<width>/`."""
+    base = Path(base)
     found, missing = {}, []
     for sub in submodules:
         variant = _pick_variant(base / sub.dictionary_dirname, dict_id)
@@ -145,7 +157,7 @@ def neuron_dictionaries(submodules: list[Submodule], d_model: int, device="cpu")
 def dictionaries_for(model, root=None, dict_id: str | None = None, neurons: bool = False) -> dict:
     """Dictionaries for every submodule of a loaded model: SAEs from `root`, or neurons."""
     from .architectures import submodules_for
-    from .loading import hf_model, model_name
+    from .loading import hf_model, model_name, own_dictionaries_dir
 
     config = model.config
     subs = submodules_for(config)
@@ -154,6 +166,9 @@ def dictionaries_for(model, root=None, dict_id: str | None = None, neurons: bool
     if neurons:
         return {k: v.to(dtype=dtype) for k, v in
                 neuron_dictionaries(subs, config.hidden_size, device).items()}
+    own = own_dictionaries_dir(model) if root is None else None
+    if own is not None:
+        return load_model_dictionaries(own, subs, config.hidden_size, dict_id, device, dtype)
     return load_dictionaries(root or DEFAULT_ROOT, model_name(model), subs, config.hidden_size,
                              dict_id, device, dtype)
 

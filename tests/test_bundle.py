@@ -2,15 +2,17 @@
 
 import json
 
+import pytest
 import torch
 
 from sfc_relp.cli import main
-from sfc_relp.dictionaries import DEFAULT_ROOT, dictionaries_for
+from sfc_relp.dictionaries import dictionaries_for
 from sfc_relp.loading import ZOO_DIR, hf_model, load_model
 from sfc_relp.templates import FAMILIES
 from sfc_relp.tracing import run_spliced, tokenize
 from sfc_relp.training.corpus import build_corpus
 from sfc_relp.datasets import generate, split_of
+from sfc_relp.errors import UserError
 
 
 def test_corpus_never_contains_test_prompts():
@@ -68,8 +70,29 @@ def test_shipped_bundle_meets_quality_bars(capsys):
 
 
 def test_shipped_bundle_size_and_formats():
-    files = list((ZOO_DIR / "tiny-pythia").iterdir()) + list((DEFAULT_ROOT / "tiny-pythia").rglob("*"))
-    total = sum(p.stat().st_size for p in files if p.is_file())
-    assert total <= 25 * 2**20
-    assert len(list((DEFAULT_ROOT / "tiny-pythia").rglob("ae.pt"))) == 19
-    assert load_model().config.model_type == "gpt_neox"  # found by its short name
+    total = sum(p.stat().st_size for p in ZOO_DIR.rglob("*") if p.is_file())
+    assert total <= 25 * 2**20  # every bundled model and its SAEs together
+    assert len(list((ZOO_DIR / "tiny-pythia" / "dictionaries").rglob("ae.pt"))) == 19
+    model = load_model()  # found by its short name
+    assert model.config.model_type == "gpt_neox"
+    saes = dictionaries_for(model)  # its own SAEs, shipped inside the package
+    assert len(saes) == 19 and all(ae.dict_size == 256 for ae in saes.values())
+
+
+def test_own_dictionaries_are_used_only_without_a_root(tmp_path):
+    import shutil
+
+    model_dir = tmp_path / "copy"
+    shutil.copytree(ZOO_DIR / "tiny-pythia", model_dir, ignore=shutil.ignore_patterns("dictionaries"))
+    model = load_model(str(model_dir))
+    with pytest.raises(UserError, match="no dictionaries for model 'copy'"):
+        dictionaries_for(model, root=tmp_path / "empty")
+    shutil.copytree(ZOO_DIR / "tiny-pythia" / "dictionaries" / "mlp_out_layer2",
+                    tmp_path / "root" / "copy" / "mlp_out_layer2")
+    with pytest.raises(UserError, match="no dictionary under .* for: embed"):
+        dictionaries_for(model, root=tmp_path / "root")
+    shutil.copytree(ZOO_DIR / "tiny-pythia" / "dictionaries", model_dir / "dictionaries")
+    model = load_model(str(model_dir))
+    own = dictionaries_for(model)
+    bundled = dictionaries_for(load_model())
+    assert torch.equal(own["mlp_2"].encoder.weight, bundled["mlp_2"].encoder.weight)

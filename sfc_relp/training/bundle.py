@@ -36,13 +36,14 @@ def _replace_dir(built: Path, target: Path) -> None:
     built.rename(target)
 
 
-def train_bundle(model_dir, dictionary_root, name: str = "tiny-pythia", budget: str = "full",
+def train_bundle(model_dir, dictionary_root=None, name: str = "tiny-pythia", budget: str = "full",
                  seed: int = 0, progress: bool = True, log=print) -> dict:
-    """Train tokenizer, LM and SAEs; save model to `model_dir`, SAEs under `dictionary_root/name`."""
+    """Train tokenizer, LM and SAEs; save the model to `model_dir` and the SAEs in its own
+    `dictionaries/` folder (how bundled models ship them), or under `dictionary_root/name`."""
     settings = BUDGETS[budget]
     torch.set_num_threads(max(1, torch.get_num_threads()))
     started = time.time()
-    model_dir, dictionary_root = Path(model_dir), Path(dictionary_root)
+    model_dir = Path(model_dir)
     tokenizer = build_tokenizer(vocabulary_words())
     sentences = build_corpus(settings["n_sentences"], seed)
     log(f"corpus: {len(sentences)} sentences, vocabulary {len(tokenizer)}")
@@ -62,7 +63,12 @@ def train_bundle(model_dir, dictionary_root, name: str = "tiny-pythia", budget: 
                                    sub.name, progress)
             save_sae(ae, config, staged_dicts, name, sub)
         log(f"19 SAEs trained, {time.time() - started:.0f}s in all")
+        if dictionary_root is None:
+            (staged_dicts / name).rename(staged / "dictionaries")
+            dictionaries = model_dir / "dictionaries"
+        else:
+            dictionaries = Path(dictionary_root) / name
+            _replace_dir(staged_dicts / name, dictionaries)
         _replace_dir(staged, model_dir)
-        _replace_dir(staged_dicts / name, dictionary_root / name)
-    return {"model": str(model_dir), "dictionaries": str(dictionary_root / name),
+    return {"model": str(model_dir), "dictionaries": str(dictionaries),
             "seconds": round(time.time() - started, 1)}
