@@ -217,12 +217,50 @@ def cmd_sweep(args) -> None:
     print(png_path)
 
 
+def _fidelity_one(args, model, dictionaries, methods, components, out):
+    """Run one model's fidelity (component effects, optional SAE nodes); write its files."""
+    from .datasets import load_task
+    from .fidelity import correlations, node_fidelity, run_fidelity, save_fidelity
+    from .fidelity_figure import draw_fidelity
+    from .attribution import TaskBatch
+
+    data = load_task(args.task, "test", args.n_prompts, args.seed, model.tokenizer)
+    run = run_fidelity(model, data.to_list(), args.task, methods, components)
+    result = correlations(run)
+    nodes = {}
+    if args.node_prompts > 0:
+        node_batch = TaskBatch.from_rows(model.tokenizer, data.to_list()[:args.node_prompts])
+        nodes = node_fidelity(model, dictionaries, node_batch, methods)
+    paths = []
+    if out is not None:
+        stem = out / f"{run.model}_{args.task}_fidelity"
+        paths = [save_fidelity(run, f"{stem}.npz")] + draw_fidelity(run, stem)
+    return run, result, nodes, paths
+
+
+def _print_fidelity(run, result, nodes, methods, components, node_prompts) -> None:
+    print(f"{run.model}: Pearson correlation with activation patching, {len(run.clean_prefix)} "
+          f"{run.task} prompts, effects summed over hidden dims, cells = layer x position")
+    print(f"{'method':<7}" + "".join(f"{c + ' avg':>11}{c + ' per':>11}" for c in components)
+          + (f"{'SAE nodes':>11}" if nodes else ""))
+    for m in methods:
+        row = "".join(f"{result[m][c]['prompt_averaged']:>11.3f}{result[m][c]['per_prompt']:>11.3f}"
+                      for c in components)
+        print(f"{m:<7}{row}" + (f"{nodes[m]:>11.3f}" if nodes else ""))
+    print("avg: over prompt-averaged cells (what --json reports); per: over per-prompt cells"
+          + (f"; SAE nodes: features and errors, {min(node_prompts, len(run.clean_prefix))} prompts"
+             if nodes else ""))
+
+
 def cmd_fidelity(args) -> None:
     import json
+    from pathlib import Path
 
-    from .attribution import METHODS, TaskBatch
-    from .datasets import load_task
-    from .fidelity import COMPONENTS, component_fidelity, node_fidelity
+    from .architectures import architecture_for
+    from .attribution import METHODS
+    from .fidelity import COMPONENTS
+    from .fidelity_table import table_rows, write_table
+    from .loading import bundled_models
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     components = [c.strip() for c in args.components.split(",") if c.strip()]
@@ -232,28 +270,31 @@ def cmd_fidelity(args) -> None:
     for name in components:
         if name not in COMPONENTS:
             raise UserError(f"unknown component {name!r}; choose from {', '.join(COMPONENTS)}")
-    model, dictionaries = _load(args)
-    data = load_task(args.task, "test", args.n_prompts, args.seed, model.tokenizer)
-    batch = TaskBatch.from_rows(model.tokenizer, data.to_list())
-    result = component_fidelity(model, batch, methods, components)
-    nodes = {}
-    if args.node_prompts > 0:
-        node_batch = TaskBatch.from_rows(model.tokenizer, data.to_list()[:args.node_prompts])
-        nodes = node_fidelity(model, dictionaries, node_batch, methods)
+    if args.n_prompts < 2:
+        raise UserError(f"--n-prompts must be at least 2, got {args.n_prompts}")
+    out = Path(args.out) if args.out else None
+    if args.all_bundled and out is None:
+        raise UserError("--all-bundled writes a table and figures; pass --out DIR")
+    names = bundled_models() if args.all_bundled else [args.model]
+    summary, results = {}, []
+    for name in names:
+        args.model = name
+        model, dictionaries = _load(args)
+        run, result, nodes, paths = _fidelity_one(args, model, dictionaries, methods, components, out)
+        results.append({"model": run.model, "family": architecture_for(model.config).name,
+                        "correlations": result})
+        summary[run.model] = {m: {**{c: v["prompt_averaged"] for c, v in result[m].items()},
+                                  **({"sae_nodes": nodes[m]} if nodes else {})} for m in methods}
+        if not args.json:
+            _print_fidelity(run, result, nodes, methods, components, args.node_prompts)
+            for path in paths:
+                print(path)
+    if args.all_bundled:
+        for path in write_table(table_rows(results), out / f"fidelity_{args.task}_table"):
+            if not args.json:
+                print(path)
     if args.json:
-        print(json.dumps({m: {**{c: v["prompt_averaged"] for c, v in result[m].items()},
-                              **({"sae_nodes": nodes[m]} if nodes else {})} for m in methods}))
-        return
-    print(f"Pearson correlation with activation patching, {len(data)} {args.task} prompts, "
-          "effects summed over hidden dims, cells = layer x position")
-    print(f"{'method':<7}" + "".join(f"{c + ' avg':>11}{c + ' per':>11}" for c in components)
-          + (f"{'SAE nodes':>11}" if nodes else ""))
-    for m in methods:
-        row = "".join(f"{result[m][c]['prompt_averaged']:>11.3f}{result[m][c]['per_prompt']:>11.3f}"
-                      for c in components)
-        print(f"{m:<7}{row}" + (f"{nodes[m]:>11.3f}" if nodes else ""))
-    print("avg: over prompt-averaged cells (what --json reports); per: over per-prompt cells; "
-          f"SAE nodes: features and errors, {min(args.node_prompts, len(data))} prompts")
+        print(json.dumps(summary if args.all_bundled else summary[run.model]))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -319,11 +360,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(fidelity)
     fidelity.add_argument("--task", choices=["ioi", "simple", "nounpp", "rc", "within_rc"], default="ioi")
     fidelity.add_argument("--n-prompts", type=int, default=100)
-    fidelity.add_argument("--methods", default="atp,relp,ig")
+    fidelity.add_argument("--methods", default="atp,relp", help="comma-separated: atp, relp, ig")
     fidelity.add_argument("--components", default="resid,attn,mlp")
     fidelity.add_argument("--node-prompts", type=int, default=16,
                           help="prompts for the SAE-node-level correlation (exact patching of every node; 0 skips)")
-    fidelity.add_argument("--json", action="store_true", help="print {method: {component: pcc}}")
+    fidelity.add_argument("--out", default=None,
+                          help="write <model>_<task>_fidelity.npz (raw effects) and .png/.svg (heatmaps) here")
+    fidelity.add_argument("--all-bundled", action="store_true",
+                          help="every bundled model, plus fidelity_<task>_table.md/.csv beside the paper's Table 5")
+    fidelity.add_argument("--json", action="store_true",
+                          help="print {method: {component: pcc}} ({model: ...} with --all-bundled)")
     fidelity.set_defaults(func=cmd_fidelity)
 
     zoo = commands.add_parser("zoo", help="models and dictionaries made by the project")
