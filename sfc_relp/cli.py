@@ -91,8 +91,11 @@ def cmd_zoo_train(args) -> None:
     from .loading import ZOO_DIR
     from .training.bundle import train_bundle
 
-    model_dir = args.model_dir or ZOO_DIR / args.name
-    result = train_bundle(model_dir, args.dictionaries, args.name, args.budget, args.seed)
+    from .training.language_model import DEFAULT_NAMES
+
+    name = args.name or DEFAULT_NAMES[args.arch]
+    model_dir = args.model_dir or ZOO_DIR / name
+    result = train_bundle(model_dir, args.dictionaries, name, args.budget, args.seed, arch=args.arch)
     print(f"model: {result['model']}\ndictionaries: {result['dictionaries']}\n"
           f"took {result['seconds']:.0f}s")
 
@@ -374,8 +377,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     zoo = commands.add_parser("zoo", help="models and dictionaries made by the project")
     zoo_commands = zoo.add_subparsers(dest="zoo_command", metavar="ACTION", required=True)
-    train = zoo_commands.add_parser("train", help="recreate the bundled model and its 19 SAEs (seeded)")
-    train.add_argument("--name", default="tiny-pythia")
+    train = zoo_commands.add_parser("train", help="recreate a bundled model and its SAEs (seeded)")
+    train.add_argument("--arch", choices=["gpt_neox", "gpt2", "qwen2", "gemma2"], default="gpt_neox",
+                       help="model family (default gpt_neox)")
+    train.add_argument("--name", default=None,
+                       help="default by family: tiny-pythia, tiny-gpt2, tiny-qwen2, tiny-gemma2")
     train.add_argument("--budget", choices=["full", "mini"], default="full",
                        help="full: the shipped bundle; mini: a seconds-long smoke run")
     train.add_argument("--model-dir", default=None, help="where to write the model (default: the package zoo)")
