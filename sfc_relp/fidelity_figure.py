@@ -44,7 +44,7 @@ def draw_fidelity(run: FidelityRun, stem) -> list[Path]:
             ax.set_yticks(range(n_layers))
             ax.set_yticklabels([str(i) for i in range(n_layers)], fontsize=7)
             ax.set_xticks(range(len(labels)))
-            ax.set_xticklabels(labels, rotation=90, fontsize=7)
+            ax.set_xticklabels(labels if row == len(methods) - 1 else [], rotation=90, fontsize=7)
             if row == 0:
                 ax.set_title(COMPONENT_LABELS.get(kind, kind), fontsize=10)
             if column == 0:
