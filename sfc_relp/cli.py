@@ -278,6 +278,8 @@ def cmd_fidelity(args) -> None:
     out = Path(args.out) if args.out else None
     if args.all_bundled and out is None:
         raise UserError("--all-bundled writes a table and figures; pass --out DIR")
+    if out is not None and out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; pass a directory")
     names = bundled_models() if args.all_bundled else [args.model]
     summary, results = {}, []
     for name in names:

@@ -7,7 +7,7 @@ import torch
 
 from sfc_relp.cli import main
 from sfc_relp.dictionaries import dictionaries_for
-from sfc_relp.loading import ZOO_DIR, hf_model, load_model
+from sfc_relp.loading import ZOO_DIR, bundled_models, hf_model, load_model
 from sfc_relp.templates import FAMILIES
 from sfc_relp.tracing import run_spliced, tokenize
 from sfc_relp.architectures import submodules_for
@@ -112,8 +112,9 @@ def test_mini_training_of_other_families(arch, tmp_path, capsys):
     assert _check_mini_bundle(model_dir, capsys).config.model_type == arch
 
 
-def test_shipped_bundle_meets_quality_bars(capsys):
-    assert main(["zoo", "report", "--json"]) == 0
+@pytest.mark.parametrize("name", bundled_models())
+def test_shipped_bundle_meets_quality_bars(name, capsys):
+    assert main(["zoo", "report", "--model", name, "--json"]) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     for family, accuracy in report["accuracy"].items():
         assert accuracy >= 0.95, family

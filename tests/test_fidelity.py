@@ -156,5 +156,11 @@ def test_fidelity_all_bundled_table(tmp_path, capsys):
         assert (tmp_path / f"{name}_simple_fidelity.npz").is_file()
 
 
-def test_fidelity_all_bundled_needs_out():
+def test_fidelity_command_rejects_bad_arguments(tmp_path, capsys):
     assert main(["fidelity", "--all-bundled"]) == 1
+    (tmp_path / "file").write_text("")
+    assert main(["fidelity", "--out", str(tmp_path / "file")]) == 1
+    assert main(["fidelity", "--methods", "atp,exact"]) == 1
+    assert main(["fidelity", "--n-prompts", "1"]) == 1
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 4 and all(line.startswith("sfc-relp: error: ") for line in errors)
