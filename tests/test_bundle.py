@@ -117,9 +117,9 @@ def test_shipped_bundle_meets_quality_bars(name, capsys):
     assert main(["zoo", "report", "--model", name, "--json"]) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     for family, accuracy in report["accuracy"].items():
-        assert accuracy >= 0.95, family
-    for name, q in report["dictionaries"].items():
-        assert q["fve"] >= 0.9 and q["dead"] < 0.2 and q["loss_recovered"] >= 0.9, (name, q)
+        assert accuracy >= 0.95, (name, family)
+    for sub, q in report["dictionaries"].items():
+        assert q["fve"] >= 0.9 and q["dead"] < 0.2 and q["loss_recovered"] >= 0.9, (name, sub, q)
 
 
 def test_shipped_bundle_size_and_formats():
