@@ -173,10 +173,10 @@ def correlations(run: FidelityRun) -> dict:
     return out
 
 
-def component_fidelity(model, batch_rows, methods=("atp", "relp", "ig"), kinds=COMPONENTS,
-                       task: str = "") -> dict:
+def component_fidelity(model, rows: list[dict], methods=("atp", "relp", "ig"),
+                       kinds=COMPONENTS) -> dict:
     """{method: {component: {"prompt_averaged": pcc, "per_prompt": pcc}}} for prompt pairs."""
-    return correlations(run_fidelity(model, list(batch_rows), task, methods, kinds))
+    return correlations(run_fidelity(model, list(rows), "", methods, kinds))
 
 
 def save_fidelity(run: FidelityRun, path) -> Path:
