@@ -27,12 +27,16 @@ $(STAMP): setup.cfg pyproject.toml
 
 # The main job on the bundled model: a RelP circuit for rc (nodes and edges), its diagram,
 # its evaluation on the held-out split, a faithfulness sweep comparing relp, ig and atp, and
-# the circuit's offline page (feature contexts from rc's train split), with a screenshot.
+# the seed paper's Figure 2 for it (AtP and RelP against activation patching on IOI, with the
+# raw effects in circuits/fidelity/tiny-pythia_ioi_fidelity.npz), and the circuit's offline page
+# (feature contexts from rc's train split), with a screenshot.
 demo: $(STAMP)
 	$(BIN)/sfc-relp circuit --dataset rc --method relp --node-threshold 0.3 --edge-threshold 0.05 \
 		--out circuits
 	$(BIN)/sfc-relp evaluate --circuit circuits/tiny-pythia_rc_relp.json
 	$(BIN)/sfc-relp sweep --dataset rc --methods relp,ig,atp --out circuits
+	$(BIN)/sfc-relp fidelity --task ioi --n-prompts 30 --node-prompts 0 --methods atp,relp \
+		--out circuits/fidelity
 	$(BIN)/sfc-relp features --circuit circuits/tiny-pythia_rc_relp.json --corpus rc --max-docs 256 \
 		--out circuits/features
 	$(BIN)/sfc-relp view --circuit circuits/tiny-pythia_rc_relp.json --features circuits/features \

@@ -18,7 +18,8 @@ class _Parser(argparse.ArgumentParser):
     """Reports a bad argument as one line on stderr and exits 1 (argparse: usage + exit 2)."""
 
     def error(self, message: str):
-        self.exit(1, f"{self.prog}: error: {message}\n")
+        command = self.prog.removeprefix("sfc-relp").strip()
+        self.exit(1, f"sfc-relp: error: {command + ': ' if command else ''}{message}\n")
 
 
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -28,7 +29,8 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
                         help=f"bundled model name, local HF directory or cached HF id (default {DEFAULT_MODEL})")
     parser.add_argument("--dictionaries", default=None,
                         help="SAE dictionaries: a root in Marks et al.'s layout or a JSON/YAML mapping file "
-                             "{submodule: path}; formats detected per path (default: the project's dictionaries/)")
+                             "{submodule: path}; formats detected per path (default: the model directory's own "
+                             "dictionaries/ (bundled models), else the project's dictionaries/)")
     parser.add_argument("--dict-id", default=None, help="which <id>_<width> dictionary to use when several exist")
     parser.add_argument("--neurons", action="store_true", help="use neurons (identity dictionaries) instead of SAEs")
     parser.add_argument("--missing", choices=["error", "neurons", "skip"], default=None,
@@ -116,13 +118,15 @@ def cmd_zoo_random(args) -> None:
 
 
 def cmd_zoo_train(args) -> None:
-    from .dictionaries import DEFAULT_ROOT
     from .loading import ZOO_DIR
     from .training.bundle import train_bundle
 
-    model_dir = args.model_dir or ZOO_DIR / args.name
-    result = train_bundle(model_dir, args.dictionaries or DEFAULT_ROOT, args.name, args.budget,
-                          args.seed, force=args.force)
+    from .training.language_model import DEFAULT_NAMES
+
+    name = args.name or DEFAULT_NAMES[args.arch]
+    model_dir = args.model_dir or ZOO_DIR / name
+    result = train_bundle(model_dir, args.dictionaries, name, args.budget, args.seed, arch=args.arch,
+                          force=args.force)
     print(f"model: {result['model']}\ndictionaries: {result['dictionaries']}\n"
           f"took {result['seconds']:.0f}s")
 
@@ -254,35 +258,74 @@ def cmd_sweep(args) -> None:
             print(path)
 
 
-def cmd_fidelity(args) -> None:
-    import json
-
+def _fidelity_one(args, model, dictionaries, methods, components, out):
+    """Run one model's fidelity (component effects, optional SAE nodes); write its files."""
+    from .fidelity import correlations, node_fidelity, run_fidelity, save_fidelity
+    from .fidelity_figure import draw_fidelity
     from .attribution import TaskBatch
-    from .fidelity import component_fidelity, node_fidelity
 
-    methods, components = args.methods, args.components
-    model, dictionaries = _load(args)
     data = _task(args, model, args.task, "test", args.n_prompts)
-    batch = TaskBatch.from_rows(model.tokenizer, data.to_list())
-    result = component_fidelity(model, batch, methods, components)
+    run = run_fidelity(model, data.to_list(), args.task, methods, components)
+    result = correlations(run)
     nodes = {}
     if args.node_prompts > 0:
         node_batch = TaskBatch.from_rows(model.tokenizer, data.to_list()[:args.node_prompts])
         nodes = node_fidelity(model, dictionaries, node_batch, methods)
-    if args.json:
-        print(json.dumps({m: {**{c: v["prompt_averaged"] for c, v in result[m].items()},
-                              **({"sae_nodes": nodes[m]} if nodes else {})} for m in methods}))
-        return
-    print(f"Pearson correlation with activation patching, {len(data)} {args.task} prompts, "
-          "effects summed over hidden dims, cells = layer x position")
+    paths = []
+    if out is not None:
+        stem = out / f"{run.model}_{args.task}_fidelity"
+        paths = [save_fidelity(run, f"{stem}.npz")] + draw_fidelity(run, stem)
+    return run, result, nodes, paths
+
+
+def _print_fidelity(run, result, nodes, methods, components, node_prompts) -> None:
+    print(f"{run.model}: Pearson correlation with activation patching, {len(run.clean_prefix)} "
+          f"{run.task} prompts, effects summed over hidden dims, cells = layer x position")
     print(f"{'method':<7}" + "".join(f"{c + ' avg':>11}{c + ' per':>11}" for c in components)
           + (f"{'SAE nodes':>11}" if nodes else ""))
     for m in methods:
         row = "".join(f"{result[m][c]['prompt_averaged']:>11.3f}{result[m][c]['per_prompt']:>11.3f}"
                       for c in components)
         print(f"{m:<7}{row}" + (f"{nodes[m]:>11.3f}" if nodes else ""))
-    print("avg: over prompt-averaged cells (what --json reports); per: over per-prompt cells; "
-          f"SAE nodes: features and errors, {min(args.node_prompts, len(data))} prompts")
+    print("avg: over prompt-averaged cells (what --json reports); per: over per-prompt cells"
+          + (f"; SAE nodes: features and errors, {min(node_prompts, len(run.clean_prefix))} prompts"
+             if nodes else ""))
+
+
+def cmd_fidelity(args) -> None:
+    import json
+    from pathlib import Path
+
+    from .architectures import architecture_for
+    from .fidelity_table import table_rows, write_table
+    from .loading import bundled_models
+
+    methods, components = args.methods, args.components
+    if args.n_prompts < 2:
+        raise UserError(f"--n-prompts must be at least 2, got {args.n_prompts}")
+    out = Path(args.out) if args.out else None
+    if args.all_bundled and out is None:
+        raise UserError("--all-bundled writes a table and figures; pass --out DIR")
+    names = bundled_models() if args.all_bundled else [args.model]
+    summary, results = {}, []
+    for name in names:
+        args.model = name
+        model, dictionaries = _load(args)
+        run, result, nodes, paths = _fidelity_one(args, model, dictionaries, methods, components, out)
+        results.append({"model": run.model, "family": architecture_for(model.config).name,
+                        "correlations": result})
+        summary[run.model] = {m: {**{c: v["prompt_averaged"] for c, v in result[m].items()},
+                                  **({"sae_nodes": nodes[m]} if nodes else {})} for m in methods}
+        if not args.json:
+            _print_fidelity(run, result, nodes, methods, components, args.node_prompts)
+            for path in paths:
+                print(path)
+    if args.all_bundled:
+        for path in write_table(table_rows(results), out / f"fidelity_{args.task}_table"):
+            if not args.json:
+                print(path)
+    if args.json:
+        print(json.dumps(summary if args.all_bundled else summary[run.model]))
 
 
 def _methods() -> list[str]:
@@ -490,12 +533,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(fidelity)
     fidelity.add_argument("--task", choices=["ioi", "simple", "nounpp", "rc", "within_rc"], default="ioi")
     fidelity.add_argument("--n-prompts", type=V.positive_int, default=100)
-    fidelity.add_argument("--methods", default="atp,relp,ig", type=V.name_list(("atp", "relp", "ig"), "method"))
+    fidelity.add_argument("--methods", default="atp,relp", type=V.name_list(("atp", "relp", "ig"), "method"),
+                          help="comma-separated: atp, relp, ig")
     fidelity.add_argument("--components", default="resid,attn,mlp",
                           type=V.name_list(("resid", "attn", "mlp"), "component"))
     fidelity.add_argument("--node-prompts", type=V.non_negative_int, default=16,
                           help="prompts for the SAE-node-level correlation (exact patching of every node; 0 skips)")
-    fidelity.add_argument("--json", action="store_true", help="print {method: {component: pcc}}")
+    fidelity.add_argument("--out", default=None, type=V.output_dir,
+                          help="write <model>_<task>_fidelity.npz (raw effects) and .png/.svg (heatmaps) here")
+    fidelity.add_argument("--all-bundled", action="store_true",
+                          help="every bundled model, plus fidelity_<task>_table.md/.csv beside the paper's Table 5")
+    fidelity.add_argument("--json", action="store_true",
+                          help="print {method: {component: pcc}} ({model: ...} with --all-bundled)")
     fidelity.set_defaults(func=cmd_fidelity)
 
     dicts = commands.add_parser("dictionaries", help="inspect SAE dictionaries in any supported format")
@@ -509,14 +558,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     zoo = commands.add_parser("zoo", help="models and dictionaries made by the project")
     zoo_commands = zoo.add_subparsers(dest="zoo_command", metavar="ACTION", required=True)
-    train = zoo_commands.add_parser("train", help="recreate the bundled model and its 19 SAEs (seeded)")
-    train.add_argument("--name", default="tiny-pythia", type=V.component)
+    train = zoo_commands.add_parser("train", help="recreate a bundled model and its SAEs (seeded)")
+    train.add_argument("--arch", choices=["gpt_neox", "gpt2", "qwen2", "gemma2"], default="gpt_neox",
+                       help="model family (default gpt_neox)")
+    train.add_argument("--name", default=None, type=V.component,
+                       help="default by family: tiny-pythia, tiny-gpt2, tiny-qwen2, tiny-gemma2")
     train.add_argument("--budget", choices=["full", "mini"], default="full",
                        help="full: the shipped bundle; mini: a seconds-long smoke run")
     train.add_argument("--model-dir", default=None, type=V.output_dir,
                        help="where to write the model (default: the package zoo)")
     train.add_argument("--dictionaries", default=None, type=V.output_dir,
-                       help="dictionary root (default: the project's dictionaries/)")
+                       help="dictionary root to write ROOT/<name>/... (default: the model directory's dictionaries/)")
     train.add_argument("--seed", type=V.non_negative_int, default=0)
     train.add_argument("--force", action="store_true",
                        help="replace a non-empty target directory that zoo train did not write")

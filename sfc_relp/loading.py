@@ -78,6 +78,17 @@ def _wrap(hf_model, tokenizer):
         return TransformersModel(hf_model, tokenizer=tokenizer)
 
 
+def own_dictionaries_dir(model) -> Path | None:
+    """The `dictionaries/` folder inside the directory a model was loaded from, if it has one.
+
+    A model directory may carry its own SAEs there, in Marks et al.'s per-model layout
+    (`<submodule dir>/<id>_<width>/ae.pt`); every bundled model does, so its SAEs ship with it.
+    """
+    source = Path(hf_model(model).config.name_or_path)
+    folder = source / "dictionaries"
+    return folder if (source / "config.json").is_file() and folder.is_dir() else None
+
+
 def load_model(name_or_path: str = DEFAULT_MODEL, device: str = "cpu", dtype="float32",
                attn_implementation: str = "eager"):
     """The nnsight-wrapped HF causal LM for a bundled name, a local directory or an HF id.

@@ -98,12 +98,21 @@ def _model_setting(model):
 def dictionaries_for(model, root=None, dict_id: str | None = None, neurons: bool = False,
                      missing: str = "error") -> dict:
     """Dictionaries for every submodule of a loaded model: SAEs from `root` (a directory or a
-    mapping file), or neurons."""
+    mapping file), or neurons.
+
+    Without `root`: the model directory's own `dictionaries/` folder (every bundled model ships
+    its SAEs there, inside the package), otherwise `DEFAULT_ROOT/<model>` (the checkout's
+    `dictionaries/` or `$SFC_RELP_DICTIONARIES`), the place for user dictionaries.
+    """
+    from ..loading import own_dictionaries_dir
+
     subs, name, device, dtype = _model_setting(model)
     d_model = model.config.hidden_size
     if neurons:
         return {k: v.to(dtype=dtype) for k, v in neuron_dictionaries(subs, d_model, device).items()}
-    return load_dictionaries(root or DEFAULT_ROOT, name, subs, d_model, dict_id, device, dtype, missing)
+    if root is None:
+        root = own_dictionaries_dir(model) or DEFAULT_ROOT
+    return load_dictionaries(root, name, subs, d_model, dict_id, device, dtype, missing)
 
 
 def inspect_source(source, model: str, submodules: list[Submodule], d_model: int,

@@ -1,10 +1,14 @@
-"""`sfc-relp zoo train`: recreate the bundled model and its 19 SAEs from a seed.
+"""`sfc-relp zoo train`: recreate a bundled model of one family and its SAEs from a seed.
 
-The `full` budget is what ships (a few minutes on 2 cores); `mini` runs the same code end to
-end in seconds for the test suite. Outputs are staged in temporary directories beside their
-targets (same filesystem) and swapped in by renames: the previous bundle is renamed aside,
-the new one renamed in, and on any failure the previous one is put back. Only directories
-this trainer wrote (a manifest file marks them) are ever replaced, unless `force`.
+One tiny model per family (`--arch gpt_neox|gpt2|qwen2|gemma2`: tiny-pythia, tiny-gpt2,
+tiny-qwen2, tiny-gemma2), each with one SAE per circuit submodule that
+`sfc_relp.architectures.submodules_for` names for it, saved in the model directory's own
+`dictionaries/` folder (how bundled models ship them) unless a dictionary root is given. The
+`full` budget is what ships (a few minutes on 2 cores); `mini` runs the same code end to end in
+seconds for the test suite. Outputs are staged in temporary directories beside their targets
+(same filesystem) and swapped in by renames: the previous bundle is renamed aside, the new one
+renamed in, and on any failure the previous one is put back. Only directories this trainer
+wrote (a manifest file marks them) are ever replaced, unless `force`.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from .. import __version__
 from ..architectures import submodules_for
 from ..errors import UserError
 from .corpus import build_corpus, vocabulary_words
-from .language_model import train_language_model
+from .language_model import DEFAULT_NAMES, tiny_config, train_language_model
 from .saes import collect_activations, save_sae, train_sae
 from .tokenizer import build_tokenizer
 
@@ -49,8 +53,10 @@ def _written_by_trainer(target: Path, kind: str) -> bool:
     if (target / MANIFEST).is_file():
         return True
     entries = list(target.iterdir())
-    if kind == "model":
-        return all(p.is_file() and p.name in _MODEL_FILES for p in entries)
+    if kind == "model":  # model files, and the model's own dictionaries/ folder
+        return all((p.is_file() and p.name in _MODEL_FILES) or
+                   (p.is_dir() and p.name == "dictionaries" and _written_by_trainer(p, "dictionaries"))
+                   for p in entries)
     for sub in entries:
         if not (sub.is_dir() and _SUBMODULE_DIR.fullmatch(sub.name)):
             return False
@@ -123,9 +129,22 @@ def _apply_umask(root: Path) -> None:
         os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
 
 
-def train_bundle(model_dir, dictionary_root, name: str = "tiny-pythia", budget: str = "full",
-                 seed: int = 0, progress: bool = True, log=print, force: bool = False) -> dict:
-    """Train tokenizer, LM and SAEs; save model to `model_dir`, SAEs under `dictionary_root/name`.
+def circuit_submodules(config, arch: str) -> list:
+    """`submodules_for(config)`, or a UserError saying the family's architecture record is missing."""
+    try:
+        return submodules_for(config)
+    except UserError:
+        raise UserError(
+            f"cannot train a {arch} model yet: sfc_relp.architectures has no architecture record for "
+            f"model type {config.model_type!r} (which module is embed/attn/mlp/resid), so its SAEs "
+            "cannot be placed; add the record, then re-run `sfc-relp zoo train`") from None
+
+
+def train_bundle(model_dir, dictionary_root=None, name: str | None = None, budget: str = "full",
+                 seed: int = 0, progress: bool = True, log=print, arch: str = "gpt_neox",
+                 force: bool = False) -> dict:
+    """Train tokenizer, LM and SAEs of family `arch`; save the model to `model_dir` and the SAEs
+    in its own `dictionaries/` folder, or under `dictionary_root/name` when a root is given.
 
     Refuses (UserError, before training) a non-empty target that `zoo train` did not write,
     unless `force`.
@@ -133,44 +152,53 @@ def train_bundle(model_dir, dictionary_root, name: str = "tiny-pythia", budget: 
     if budget not in BUDGETS:
         raise UserError(f"unknown budget {budget!r}; choose {' or '.join(BUDGETS)}")
     settings = BUDGETS[budget]
-    model_dir, dictionary_root = Path(model_dir), Path(dictionary_root)
-    dict_dir = dictionary_root / name
+    tokenizer = build_tokenizer(vocabulary_words())
+    subs = circuit_submodules(tiny_config(arch, tokenizer), arch)  # fail before any training
+    name = name or DEFAULT_NAMES[arch]
+    model_dir = Path(model_dir)
+    dict_dir = None if dictionary_root is None else Path(dictionary_root) / name
     check_target(model_dir, "model", force)
-    check_target(dict_dir, "dictionaries", force)
-    if dictionary_root.exists() and not dictionary_root.is_dir():
-        raise UserError(f"{dictionary_root} exists and is not a directory")
+    if dict_dir is not None:
+        if dict_dir.parent.exists() and not dict_dir.parent.is_dir():
+            raise UserError(f"{dict_dir.parent} exists and is not a directory")
+        check_target(dict_dir, "dictionaries", force)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     started = time.time()
     staged_model = _stage_dir(model_dir)  # before training: an unwritable target fails fast
     staged_dicts = None
     try:
-        staged_dicts = _stage_dir(dict_dir)
-        tokenizer = build_tokenizer(vocabulary_words())
+        if dict_dir is None:
+            staged_dicts = staged_model / "dictionaries"
+            staged_dicts.mkdir()
+        else:
+            staged_dicts = _stage_dir(dict_dir)
         sentences = build_corpus(settings["n_sentences"], seed)
         log(f"corpus: {len(sentences)} sentences, vocabulary {len(tokenizer)}")
         model = train_language_model(tokenizer, sentences, settings["lm_steps"], settings["lm_batch"],
-                                     seed=seed, progress=progress)
-        log(f"language model trained in {time.time() - started:.0f}s")
+                                     seed=seed, progress=progress, arch=arch)
+        log(f"{arch} language model trained in {time.time() - started:.0f}s")
         model.save_pretrained(staged_model)
         tokenizer.save_pretrained(staged_model)
         (staged_model / MANIFEST).write_text(_manifest("model", name, budget, seed))
         acts = collect_activations(model, tokenizer, build_corpus(settings["sae_sentences"], seed + 1))
-        subs = submodules_for(model.config)
         for i, sub in enumerate(tqdm(subs, desc="SAEs", disable=None if progress else True)):
             ae, config = train_sae(acts[sub.name], settings["dict_size"], settings["l1_penalty"],
                                    settings["sae_steps"], settings["sae_batch"], seed + i,
-                                   sub.name, progress)
+                                   sub.name, progress, lm_name=name)
             written = save_sae(ae, config, staged_dicts, name, sub)
             os.replace(written.parent, staged_dicts / written.parent.name)
         (staged_dicts / name).rmdir()
         (staged_dicts / MANIFEST).write_text(_manifest("dictionaries", name, budget, seed))
         log(f"{len(subs)} SAEs trained, {time.time() - started:.0f}s in all")
         _apply_umask(staged_model)
-        _apply_umask(staged_dicts)
-        _swap_in([(staged_model, model_dir), (staged_dicts, dict_dir)])
+        pairs = [(staged_model, model_dir)]
+        if dict_dir is not None:
+            _apply_umask(staged_dicts)
+            pairs.append((staged_dicts, dict_dir))
+        _swap_in(pairs)
     finally:
         for staged in (staged_model, staged_dicts):
             if staged is not None and staged.exists():
                 shutil.rmtree(staged)
-    return {"model": str(model_dir), "dictionaries": str(dict_dir),
+    return {"model": str(model_dir), "dictionaries": str(dict_dir or model_dir / "dictionaries"),
             "seconds": round(time.time() - started, 1)}

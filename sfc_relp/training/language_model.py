@@ -1,4 +1,10 @@
-"""Train the bundled Pythia-architecture LM on the synthetic corpus, and measure its tasks."""
+"""Train a bundled LM of one family on the synthetic corpus, and measure its tasks.
+
+Every family gets a tiny config of comparable size (d_model 64, 6 layers, 4 heads, MLP width
+256) that keeps what distinguishes the real models: GPT-NeoX's parallel residual and partial
+rotary (Pythia), GPT-2's learned positions and tied embeddings, Qwen2's RMSNorm, gated SiLU MLP
+and grouped-query attention, Gemma2's gated GELU MLP, sandwich norms and logit soft-capping.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ import torch
 from tqdm import tqdm
 
 from ..datasets import generate
+from ..errors import UserError
 from ..templates import FAMILIES
 from ..tracing import tokenize
 
@@ -21,6 +28,50 @@ TINY_PYTHIA = dict(
 )
 
 
+TINY_CONFIGS = {
+    "gpt_neox": ("GPTNeoXConfig", TINY_PYTHIA),
+    "gpt2": ("GPT2Config", dict(
+        n_embd=64, n_layer=6, n_head=4, n_inner=256, n_positions=64, activation_function="gelu_new",
+        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, layer_norm_epsilon=1e-5,
+        tie_word_embeddings=True)),
+    "qwen2": ("Qwen2Config", dict(
+        hidden_size=64, num_hidden_layers=6, num_attention_heads=4, num_key_value_heads=2,
+        intermediate_size=256, hidden_act="silu", max_position_embeddings=64, rms_norm_eps=1e-6,
+        tie_word_embeddings=True, attention_dropout=0.0)),
+    "gemma2": ("Gemma2Config", dict(
+        hidden_size=64, num_hidden_layers=6, num_attention_heads=4, num_key_value_heads=2,
+        head_dim=16, query_pre_attn_scalar=16, intermediate_size=256,
+        hidden_activation="gelu_pytorch_tanh", max_position_embeddings=64, rms_norm_eps=1e-6,
+        attn_logit_softcapping=50.0, final_logit_softcapping=30.0, tie_word_embeddings=True,
+        attention_dropout=0.0)),
+}
+DEFAULT_NAMES = {"gpt_neox": "tiny-pythia", "gpt2": "tiny-gpt2", "qwen2": "tiny-qwen2",
+                 "gemma2": "tiny-gemma2"}
+
+
+def tiny_config(arch: str, tokenizer, **overrides):
+    """The HF config of family `arch`'s tiny model for `tokenizer`'s vocabulary."""
+    import transformers
+
+    if arch not in TINY_CONFIGS:
+        raise UserError(f"unknown architecture {arch!r}; choose from {', '.join(TINY_CONFIGS)}")
+    class_name, settings = TINY_CONFIGS[arch]
+    config = getattr(transformers, class_name)(
+        vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        **{**settings, **overrides})
+    if arch == "gemma2":  # soft-capping of attention logits needs eager attention
+        config._attn_implementation = "eager"
+    return config
+
+
+def build_model(config):
+    """A freshly initialised causal LM for `config` (seed torch first for reproducibility)."""
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_config(config)
+
+
 def encode_corpus(tokenizer, sentences: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-padded token ids and attention mask for the whole corpus."""
     tokenizer.padding_side = "right"
@@ -29,15 +80,12 @@ def encode_corpus(tokenizer, sentences: list[str]) -> tuple[torch.Tensor, torch.
 
 
 def train_language_model(tokenizer, sentences: list[str], steps: int, batch_size: int = 64,
-                         lr: float = 3e-3, seed: int = 0, progress: bool = True, **overrides):
-    """A GPT-NeoX causal LM trained from scratch with AdamW and a cosine schedule."""
-    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
-
+                         lr: float = 3e-3, seed: int = 0, progress: bool = True,
+                         arch: str = "gpt_neox", **overrides):
+    """A causal LM of family `arch` trained from scratch with AdamW and a cosine schedule."""
+    config = tiny_config(arch, tokenizer, **overrides)
     torch.manual_seed(seed)
-    config = GPTNeoXConfig(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
-                           eos_token_id=tokenizer.eos_token_id,
-                           pad_token_id=tokenizer.pad_token_id, **{**TINY_PYTHIA, **overrides})
-    model = GPTNeoXForCausalLM(config)
+    model = build_model(config)
     model.train()
     ids, mask = encode_corpus(tokenizer, sentences)
     labels = ids.masked_fill(mask == 0, -100)

@@ -46,7 +46,8 @@ def collect_activations(model, tokenizer, sentences: list[str], batch_size: int 
 
 
 def train_sae(activations: torch.Tensor, dict_size: int, l1_penalty: float, steps: int,
-              batch_size: int = 1024, seed: int = 0, name: str = "sae", progress: bool = True):
+              batch_size: int = 1024, seed: int = 0, name: str = "sae", progress: bool = True,
+              lm_name: str = "tiny-pythia"):
     """A Marks et al.-style ReLU AutoEncoder from dictionary_learning's StandardTrainer.
 
     Activations are scaled to unit mean squared norm per dimension while training, so one
@@ -58,7 +59,7 @@ def train_sae(activations: torch.Tensor, dict_size: int, l1_penalty: float, step
 
     scale = float((activations.pow(2).sum(-1).mean() / activations.shape[1]).sqrt())
     trainer = StandardTrainer(steps=steps, activation_dim=activations.shape[1], dict_size=dict_size,
-                              layer=0, lm_name="tiny-pythia", lr=1e-3, l1_penalty=l1_penalty,
+                              layer=0, lm_name=lm_name, lr=1e-3, l1_penalty=l1_penalty,
                               warmup_steps=max(1, steps // 20), sparsity_warmup_steps=max(1, steps // 5),
                               resample_steps=max(1, steps // 6), seed=seed, device="cpu",
                               submodule_name=name)
