@@ -163,7 +163,7 @@ def decoder_directions(ae, ids: torch.Tensor) -> torch.Tensor:
     ids = torch.as_tensor(ids, dtype=torch.long)
     name = type(ae).__name__
     if name == "IdentityDict":
-        return torch.eye(ae.activation_dim)[ids]
+        return torch.eye(ae.activation_dim, device=ids.device)[ids]
     if name == "JumpReluAutoEncoder":
         return ae.W_dec[ids]
     if hasattr(ae, "decoder"):

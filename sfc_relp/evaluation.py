@@ -4,7 +4,7 @@ F(C) = (m(C) - m(empty)) / (m(M) - m(empty)): m(M) is the full model, m(empty) h
 ablatable node ablated, m(C) keeps only the circuit's nodes. Completeness is F of the
 complement M \\ C. Ablation replaces a node by its per-position mean over the evaluation
 batch's patch prompts (default), by zero, or by the value in another example's patch prompt
-(resample). Embed and the first third of the layers are left intact by default.
+(resample, seeded per batch). Embed and the first third of the layers are left intact by default.
 """
 
 from __future__ import annotations
@@ -15,8 +15,10 @@ import torch
 
 from .architectures import submodules_for
 from .attribution import logit_diff
+from . import distributed
 from .circuit import batches_of
 from .errors import UserError
+from .placement import input_device, module_device
 from .tracing import run_spliced
 
 ABLATIONS = ("mean", "zero", "resample")
@@ -60,19 +62,20 @@ def _ablation_values(patch, ablation: str, generator: torch.Generator) -> dict:
     return values
 
 
-def _metric_with_kept(model, dictionaries, batch, kept: dict, ablated: dict, metric) -> float:
-    """Mean metric with every ablatable node outside `kept` replaced by its ablation value."""
+def _metric_with_kept(model, dictionaries, batch, kept: dict, ablated: dict, metric) -> torch.Tensor:
+    """Summed metric (float64, on the logits' device) with every ablatable node outside `kept`
+    replaced by its ablation value."""
     def edit(sub, features, error):
         if sub.name not in kept:
             return None
         keep_features, keep_error = kept[sub.name]
         f_abl, e_abl = ablated[sub.name]
-        features = torch.where(keep_features, features, f_abl)
+        features = torch.where(keep_features.to(features.device), features, f_abl)
         error = error if keep_error else e_abl
         return features, error
     with torch.no_grad():
         run = run_spliced(model, dictionaries, batch.clean, edit=edit, grad=False)
-    return float(metric(run.logits, batch).sum())
+    return metric(run.logits, batch).double().sum()
 
 
 def evaluate_circuit(model, dictionaries, dataset, circuit: dict, ablation: str = "mean",
@@ -85,15 +88,15 @@ def evaluate_circuit(model, dictionaries, dataset, circuit: dict, ablation: str 
         raise UserError(f"unknown error policy {error_policy!r}; use one of {', '.join(ERROR_POLICIES)}")
     names = ablatable_submodules(model.config, intact_layers)
     widths = {name: dictionaries[name].dict_size for name in names}
-    generator = torch.Generator().manual_seed(seed)
+    devices = {name: module_device(dictionaries[name], input_device(model)) for name in names}
 
     def masks(complement: bool) -> dict:
         out = {}
         for name in names:
             features, error = circuit.get(name, (set(), False))
-            keep = torch.zeros(widths[name], dtype=torch.bool)
+            keep = torch.zeros(widths[name], dtype=torch.bool, device=devices[name])
             if features:
-                keep[torch.tensor(sorted(features))] = True
+                keep[torch.tensor(sorted(features), device=devices[name])] = True
             if complement:
                 keep, error = ~keep, not error
             if error_policy == "always":
@@ -102,19 +105,28 @@ def evaluate_circuit(model, dictionaries, dataset, circuit: dict, ablation: str 
                 error = True
             out[name] = (keep, error)
         return out
-    empty = {name: (torch.zeros(widths[name], dtype=torch.bool), error_policy == "never")
+    empty = {name: (torch.zeros(widths[name], dtype=torch.bool, device=devices[name]), error_policy == "never")
              for name in names}
-    totals = dict(full=0.0, empty=0.0, circuit=0.0, complement=0.0)
+    in_circuit, complement = masks(False), masks(True)
+    batches = batches_of(model.tokenizer, dataset, batch_size, input_device(model))
+    distributed.require_shards(len(batches))
+    totals = {}  # full, empty, circuit, complement: float64 sums on the logits' device
     count = 0
-    for batch in batches_of(model.tokenizer, dataset, batch_size):
+    # whole batches per rank, so the per-batch ablation values equal the single-process ones
+    for index, batch in distributed.shard(list(enumerate(batches))):
         with torch.no_grad():
             patch = run_spliced(model, dictionaries, batch.patch, grad=False)
             full = run_spliced(model, dictionaries, batch.clean, grad=False)
-        ablated = _ablation_values(patch, ablation, generator)
-        totals["full"] += float(metric(full.logits, batch).sum())
-        for key, kept in (("empty", empty), ("circuit", masks(False)), ("complement", masks(True))):
-            totals[key] += _metric_with_kept(model, dictionaries, batch, kept, ablated, metric)
+        ablated = _ablation_values(patch, ablation, torch.Generator().manual_seed(seed + index))
+        sums = {"full": metric(full.logits, batch).double().sum()}
+        for key, kept in (("empty", empty), ("circuit", in_circuit), ("complement", complement)):
+            sums[key] = _metric_with_kept(model, dictionaries, batch, kept, ablated, metric)
+        totals = {k: totals.get(k, 0) + v for k, v in sums.items()}
         count += len(batch)
+    keys = ("full", "empty", "circuit", "complement")
+    reduced = distributed.all_reduce_sum([totals[k].reshape(1) for k in keys] +
+                                         [torch.tensor([float(count)], dtype=torch.float64)])
+    totals, count = {k: v.item() for k, v in zip(keys, reduced)}, reduced[-1].item()
     m = {k: v / count for k, v in totals.items()}
     span = m["full"] - m["empty"]
     if abs(span) < 1e-9:

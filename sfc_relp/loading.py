@@ -78,12 +78,23 @@ def _wrap(hf_model, tokenizer):
         return TransformersModel(hf_model, tokenizer=tokenizer)
 
 
+def _check_device_map(device_map):
+    """The device map, after checking accelerate (which implements it) is installed."""
+    try:
+        import accelerate  # noqa: F401
+    except ImportError:
+        raise UserError("--device-map needs the accelerate package: pip install accelerate") from None
+    return device_map
+
+
 def load_model(name_or_path: str = DEFAULT_MODEL, device: str = "cpu", dtype="float32",
-               attn_implementation: str = "eager"):
+               attn_implementation: str = "eager", device_map=None):
     """The nnsight-wrapped HF causal LM for a bundled name, a local directory or an HF id.
 
     Nothing is downloaded: an HF id must already be in the local HF cache. Eager attention
     is the default so attention probabilities are an explicit tensor (RelP's AH-rule).
+    `device_map` ('auto', 'balanced', a dict of module -> device, ...) splits the model over
+    devices through accelerate, in place of `device`.
     """
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
@@ -97,9 +108,10 @@ def load_model(name_or_path: str = DEFAULT_MODEL, device: str = "cpu", dtype="fl
         raise UserError(f"{path} has no config.json; pass a directory saved with "
                         "save_pretrained() or a bundled model name")
     try:
+        placement = {} if device_map is None else {"device_map": _check_device_map(device_map)}
         hf_model = AutoModelForCausalLM.from_pretrained(
             path, dtype=parse_dtype(dtype), local_files_only=True,
-            attn_implementation=attn_implementation)
+            attn_implementation=attn_implementation, **placement)
         tokenizer = _load_tokenizer(path)
     except OSError:
         if local:
@@ -112,6 +124,8 @@ def load_model(name_or_path: str = DEFAULT_MODEL, device: str = "cpu", dtype="fl
             f"{name_or_path}` on a connected machine, then copy the directory) and pass its "
             f"path, or use a bundled model ({bundled})") from None
     architecture_for(hf_model.config)
-    hf_model.eval().requires_grad_(False).to(device)
+    hf_model.eval().requires_grad_(False)
+    if device_map is None:
+        hf_model.to(device)
     hf_model.sfc_relp_name = Path(name_or_path.rstrip("/")).name
     return _wrap(hf_model, tokenizer)

@@ -11,6 +11,7 @@ from .attribution import get_method
 from .circuit import accumulate_effects, batches_of, select_nodes
 from .evaluation import evaluate_circuit
 from .files import atomic_write
+from .placement import input_device
 
 DEFAULT_THRESHOLDS = tuple(float(t) for t in np.logspace(-4, 0, 15))
 COLUMNS = ("method", "node_threshold", "n_nodes", "faithfulness", "completeness")
@@ -21,7 +22,7 @@ def sweep(model, dictionaries, train, test, methods=("relp", "ig", "atp"),
     """Rows of (method, threshold, n_nodes, faithfulness, completeness): node effects from
     `train`, circuits evaluated on `test`."""
     rows = []
-    batches = batches_of(model.tokenizer, train, batch_size)
+    batches = batches_of(model.tokenizer, train, batch_size, input_device(model))
     for method in methods:
         effects = accumulate_effects(get_method(method, model, dictionaries), batches, "sum")
         for threshold in thresholds:
