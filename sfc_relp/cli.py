@@ -6,6 +6,7 @@ Every user mistake surfaces as a UserError: one line on stderr, exit code 1, no 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 
@@ -22,8 +23,11 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
                         help="root of SAE dictionaries in Marks et al.'s layout (default: the project's dictionaries/)")
     parser.add_argument("--dict-id", default=None, help="which <id>_<width> dictionary to use when several exist")
     parser.add_argument("--neurons", action="store_true", help="use neurons (identity dictionaries) instead of SAEs")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (under torchrun, cuda is cuda:LOCAL_RANK)")
+    parser.add_argument("--device-map", default=None,
+                        help="split the model over devices with accelerate (auto, balanced, sequential); "
+                             "each SAE goes beside its submodule")
+    parser.add_argument("--dtype", default="float32", help="model and SAE dtype: float32, bfloat16 or float16")
     parser.add_argument("--seed", type=int, default=0)
 
 
@@ -31,11 +35,16 @@ def _load(args):
     import torch
 
     from .dictionaries import dictionaries_for
+    from .distributed import local_device
     from .loading import load_model
+    from .placement import place_dictionaries
 
     torch.manual_seed(args.seed)
-    model = load_model(args.model, device=args.device, dtype=args.dtype)
+    args.device = local_device(args.device)
+    model = load_model(args.model, device=args.device, dtype=args.dtype, device_map=args.device_map)
     dictionaries = dictionaries_for(model, args.dictionaries, args.dict_id, args.neurons)
+    if args.device_map is not None:
+        place_dictionaries(model, dictionaries)
     return model, dictionaries
 
 
@@ -131,6 +140,7 @@ def cmd_circuit(args) -> None:
 
     from .circuit import discover_circuit, save_circuit
     from .datasets import dataset_name, load_task
+    from .distributed import is_writer
     from .loading import model_name
     from .plotting import draw_circuit
 
@@ -144,6 +154,8 @@ def cmd_circuit(args) -> None:
             "model": model_name(model), "model_path": args.model,
             "dictionaries": "neurons" if args.neurons else str(args.dictionaries or "default"),
             "dict_id": args.dict_id, "dataset": args.dataset, "split": "train"})
+    if not is_writer():
+        return
     out = Path(args.out)
     paths = [save_circuit(graph, out / f"{name}.json")] + draw_circuit(graph, out / name)
     for path in paths:
@@ -191,6 +203,7 @@ def cmd_sweep(args) -> None:
 
     from .attribution import METHODS
     from .datasets import dataset_name, load_task
+    from .distributed import is_writer
     from .loading import model_name
     from .plotting import plot_sweep
     from .sweep import DEFAULT_THRESHOLDS, sweep, write_csv
@@ -210,6 +223,8 @@ def cmd_sweep(args) -> None:
     train = load_task(args.dataset, "train", args.n_examples, args.seed, model.tokenizer)
     test = load_task(args.dataset, "test", args.n_examples, args.seed, model.tokenizer)
     rows = sweep(model, dictionaries, train, test, methods, thresholds, args.batch_size)
+    if not is_writer():
+        return
     stem = Path(args.out) / f"{model_name(model)}_{dataset_name(args.dataset)}_sweep"
     csv_path = write_csv(rows, stem.parent / f"{stem.name}.csv")
     png_path = plot_sweep(rows, stem.parent / f"{stem.name}.png",
@@ -224,6 +239,7 @@ def cmd_fidelity(args) -> None:
     from .attribution import METHODS, TaskBatch
     from .datasets import load_task
     from .fidelity import COMPONENTS, component_fidelity, node_fidelity
+    from .placement import input_device
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     components = [c.strip() for c in args.components.split(",") if c.strip()]
@@ -235,11 +251,12 @@ def cmd_fidelity(args) -> None:
             raise UserError(f"unknown component {name!r}; choose from {', '.join(COMPONENTS)}")
     model, dictionaries = _load(args)
     data = load_task(args.task, "test", args.n_prompts, args.seed, model.tokenizer)
-    batch = TaskBatch.from_rows(model.tokenizer, data.to_list())
+    batch = TaskBatch.from_rows(model.tokenizer, data.to_list(), input_device(model))
     result = component_fidelity(model, batch, methods, components)
     nodes = {}
     if args.node_prompts > 0:
-        node_batch = TaskBatch.from_rows(model.tokenizer, data.to_list()[:args.node_prompts])
+        node_batch = TaskBatch.from_rows(model.tokenizer, data.to_list()[:args.node_prompts],
+                                         input_device(model))
         nodes = node_fidelity(model, dictionaries, node_batch, methods)
     if args.json:
         print(json.dumps({m: {**{c: v["prompt_averaged"] for c, v in result[m].items()},
@@ -355,13 +372,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _run_ranked(args) -> None:
+    """Run the command; under torchrun join the process group, keep stdout to rank 0, and
+    stop every rank when one fails (see sfc_relp.distributed)."""
+    import contextlib
+
+    from . import distributed
+
+    if not distributed.init(distributed.local_device(getattr(args, "device", "cpu"))):
+        args.func(args)
+        return
+    try:
+        with contextlib.ExitStack() as stack:
+            if not distributed.is_writer():
+                stack.enter_context(contextlib.redirect_stdout(open(os.devnull, "w")))
+            with distributed.guard():
+                args.func(args)
+    finally:
+        distributed.shutdown()
+
+
 def main(argv=None) -> int:
+    from .distributed import PeerFailure, launched
+
     parser = build_parser()
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
+    where = f" (rank {os.environ['RANK']})" if launched() else ""
     try:
-        args.func(args)
+        _run_ranked(args)
     except UserError as exc:
+        print(f"sfc-relp: error{where}: {exc}", file=sys.stderr)
+        return 1
+    except PeerFailure as exc:
         print(f"sfc-relp: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

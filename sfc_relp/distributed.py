@@ -178,3 +178,24 @@ def guard():
         raise
     else:
         check_peers()
+
+
+def shard_batch(batch):
+    """This rank's strided rows of a TaskBatch (padding kept from the full batch, so positions
+    line up across ranks); the batch itself in one process."""
+    if not active():
+        return batch
+    require_shards(len(batch), "prompts")
+    index = torch.arange(rank(), len(batch), world_size())
+    take = lambda t: t[index.to(t.device)]
+    return type(batch)({k: take(v) for k, v in batch.clean.items()},
+                       {k: take(v) for k, v in batch.patch.items()},
+                       take(batch.clean_answer), take(batch.patch_answer))
+
+
+def mean_over_ranks(local_mean: torch.Tensor, local_count: int, total: int) -> torch.Tensor:
+    """The mean over all ranks' examples from each rank's mean over its own `local_count`."""
+    if not active():
+        return local_mean
+    (summed,) = all_reduce_sum([local_mean * local_count])
+    return (summed / total).to(local_mean.dtype)

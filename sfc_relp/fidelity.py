@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from . import distributed
 from .architectures import submodules_for
 from .attribution import TaskBatch, get_method
 from .dictionaries import neuron_dictionaries
@@ -40,7 +41,7 @@ def exact_component_effects(model, batch: TaskBatch, kinds=COMPONENTS, chunk: in
             run_spliced(model, neurons, batch.clean, grad=False).logits, batch)
     n, positions = len(batch), batch.clean["input_ids"].shape[1]
     jobs = [(s.name, t) for s in subs for t in range(positions)]
-    effects = {s.name: torch.zeros(n, positions) for s in subs}
+    effects = {s.name: torch.zeros(n, positions, device=clean_metric.device) for s in subs}
     for start in range(0, len(jobs), chunk):
         group = jobs[start:start + chunk]
 
@@ -73,11 +74,13 @@ def estimated_component_effects(method: str, model, batch: TaskBatch, kinds=COMP
 def component_fidelity(model, batch: TaskBatch, methods=("atp", "relp", "ig"),
                        kinds=COMPONENTS) -> dict:
     """{method: {component: {"prompt_averaged": pcc, "per_prompt": pcc}}}."""
-    exact = exact_component_effects(model, batch, kinds)
+    mine = distributed.shard_batch(batch)  # data parallel: per-prompt effects gathered
+    gathered = lambda effects: {k: distributed.gather_rows(v, len(batch)) for k, v in effects.items()}
+    exact = gathered(exact_component_effects(model, mine, kinds))
     mask = batch.clean["attention_mask"].bool()
     out = {}
     for method in methods:
-        estimate = estimated_component_effects(method, model, batch, kinds)
+        estimate = gathered(estimated_component_effects(method, model, mine, kinds))
         out[method] = {}
         for kind in kinds:
             names = [s.name for s in _components(model, (kind,))]
@@ -95,6 +98,8 @@ def node_fidelity(model, dictionaries, batch: TaskBatch, methods=("atp", "relp",
     """{method: pcc} over every SAE feature and error node (sum over positions, prompt-averaged)."""
     flat = lambda eff: torch.cat([torch.cat([eff.features[k].flatten(), eff.errors[k].view(1)])
                                   for k in eff.features])
-    exact = flat(get_method("exact", model, dictionaries).attribute(batch, "sum"))
-    return {method: pearson(flat(get_method(method, model, dictionaries).attribute(batch, "sum")), exact)
-            for method in methods}
+    mine = distributed.shard_batch(batch)  # data parallel: prompt means combined over ranks
+    mean = lambda name: distributed.mean_over_ranks(
+        flat(get_method(name, model, dictionaries).attribute(mine, "sum")), len(mine), len(batch))
+    exact = mean("exact")
+    return {method: pearson(mean(method), exact) for method in methods}
