@@ -88,13 +88,13 @@ def _check_device_map(device_map):
 
 
 def load_model(name_or_path: str = DEFAULT_MODEL, device: str = "cpu", dtype="float32",
-               attn_implementation: str = "eager", device_map=None):
+               attn_implementation: str = "eager", device_map=None, offload_folder=None):
     """The nnsight-wrapped HF causal LM for a bundled name, a local directory or an HF id.
 
     Nothing is downloaded: an HF id must already be in the local HF cache. Eager attention
     is the default so attention probabilities are an explicit tensor (RelP's AH-rule).
     `device_map` ('auto', 'balanced', a dict of module -> device, ...) splits the model over
-    devices through accelerate, in place of `device`.
+    devices through accelerate, in place of `device` ("disk" entries go to `offload_folder`).
     """
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
@@ -108,7 +108,8 @@ def load_model(name_or_path: str = DEFAULT_MODEL, device: str = "cpu", dtype="fl
         raise UserError(f"{path} has no config.json; pass a directory saved with "
                         "save_pretrained() or a bundled model name")
     try:
-        placement = {} if device_map is None else {"device_map": _check_device_map(device_map)}
+        placement = {} if device_map is None else {"device_map": _check_device_map(device_map),
+                                                    "offload_folder": offload_folder}
         hf_model = AutoModelForCausalLM.from_pretrained(
             path, dtype=parse_dtype(dtype), local_files_only=True,
             attn_implementation=attn_implementation, **placement)

@@ -19,8 +19,7 @@ def module_device(module, default="cpu") -> torch.device:
     if getattr(hook, "execution_device", None) is not None:
         return torch.device(hook.execution_device)
     for tensor in (*module.parameters(), *module.buffers()):
-        if tensor.device.type != "meta":
-            return tensor.device
+        return tensor.device
     return torch.device(default)
 
 
