@@ -65,7 +65,7 @@ def _assert_same_circuits(one: dict, two: dict) -> None:
 
 
 @pytest.mark.parametrize("methods,n_examples,batch_size", [
-    ("atp,relp", 16, 4),
+    ("atp,relp", 8, 2),
     pytest.param("ig,exact", 4, 2, marks=pytest.mark.slow),
 ])
 def test_two_gloo_processes_equal_one(tmp_path, methods, n_examples, batch_size):
@@ -79,6 +79,7 @@ def test_two_gloo_processes_equal_one(tmp_path, methods, n_examples, batch_size)
     _assert_same_circuits(one, two["result"])
 
 
+@pytest.mark.slow
 def test_fidelity_two_processes_equal_one(tmp_path):
     out = tmp_path / "fidelity.json"
     proc = _torchrun(["fidelity", str(out), "6", "2"])
