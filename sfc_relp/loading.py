@@ -78,12 +78,31 @@ def _wrap(hf_model, tokenizer):
         return TransformersModel(hf_model, tokenizer=tokenizer)
 
 
+DEVICE_MAP_STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
+
+
+def _check_device(device) -> None:
+    """A UserError for a device this machine does not have (instead of a torch traceback)."""
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, TypeError):
+        raise UserError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {device!r} asked for, but this machine has no CUDA GPU; use --device cpu")
+
+
 def _check_device_map(device_map):
     """The device map, after checking accelerate (which implements it) is installed."""
     try:
         import accelerate  # noqa: F401
     except ImportError:
         raise UserError("--device-map needs the accelerate package: pip install accelerate") from None
+    if isinstance(device_map, str) and device_map not in DEVICE_MAP_STRATEGIES:
+        try:
+            _check_device(device_map)
+        except UserError as exc:
+            raise UserError(f"--device-map {device_map!r}: {exc}; or use one of "
+                            f"{', '.join(DEVICE_MAP_STRATEGIES)}") from None
     return device_map
 
 
@@ -102,6 +121,8 @@ def load_model(name_or_path: str = DEFAULT_MODEL, device: str = "cpu", dtype="fl
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
 
+    if device_map is None:
+        _check_device(device)
     path = resolve_model_path(name_or_path)
     local = Path(path).is_dir()
     if local and not (Path(path) / "config.json").is_file():

@@ -189,3 +189,13 @@ def test_a_model_split_by_accelerate_attributes_the_same(tmp_path):
     for name in effects[0].features:
         torch.testing.assert_close(effects[0].features[name], effects[1].features[name])
         torch.testing.assert_close(effects[0].errors[name], effects[1].errors[name])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_missing_devices_are_user_errors():
+    from sfc_relp.errors import UserError
+
+    with pytest.raises(UserError, match="no CUDA GPU"):
+        load_model(device="cuda")
+    with pytest.raises(UserError, match="device-map 'nonsense'.*auto"):
+        load_model(device_map="nonsense")
