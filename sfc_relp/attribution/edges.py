@@ -110,7 +110,7 @@ def compute_edges(model, dictionaries, clean, patch, feature_grads: dict, error_
         order = torch.cat([torch.nonzero(ids >= 0).flatten(), torch.nonzero(ids < 0).flatten()])
         for up, parts in rows.items():
             stacked = torch.cat(parts) / n_examples
-            result.weights[(up, down)] = stacked[torch.argsort(order)]
+            result.weights[(up, down)] = stacked[torch.argsort(order).to(stacked.device)]
     last = submodules_for(model.config)[-1].name
     d_f, d_e = upstream[last][:2]
     result.to_output[last] = torch.cat([
