@@ -1,9 +1,10 @@
 """Attribution cost at Pythia-70M's real shapes: random weights, real tokenizer, 19 SAEs of
 width 32768. Prints wall time and peak memory (resident set growth during the call) for
 node attribution (atp, relp, ig-10), edges (batched, one by one, the reference loop), exact
-patching and a whole circuit, and the ratios measured in the same run.
+patching and a whole circuit, and the ratios measured in the same run. On CUDA it also
+reports peak GPU memory (torch.cuda.max_memory_allocated) per call.
 
-    python benchmarks/attribution_speed.py [--prompts 8] [--repeats 3] [--down-nodes 32]
+    python benchmarks/attribution_speed.py [--prompts 8] [--repeats 3] [--down-nodes 32] [--device cuda] [--dtype bfloat16]
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def calibrate_sparsity(model, saes: dict, batch, l0: int) -> None:
     for name, ae in saes.items():
         x = run.nodes[name].input.flatten(0, 1)
         pre = (x - ae.bias) @ ae.encoder.weight.T + ae.encoder.bias
-        ae.encoder.bias -= torch.quantile(pre.flatten()[:1_000_000], 1 - l0 / ae.dict_size)
+        ae.encoder.bias -= torch.quantile(pre.flatten()[:1_000_000].float(), 1 - l0 / ae.dict_size).to(pre.dtype)
 
 
 def reference_loop_edges(saes, clean, patch, feature_grads, error_grads, down: str, ids, up: str):
@@ -80,6 +81,7 @@ def _rss_mb() -> float:
 
 
 PEAKS: dict[int, float] = {}
+GPU_PEAKS: dict[int, float] = {}
 
 
 def timed(fn, repeats: int) -> tuple[float, object]:
@@ -87,6 +89,9 @@ def timed(fn, repeats: int) -> tuple[float, object]:
     times, result = [], None
     for _ in range(repeats):
         gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
         base, peak, done = _rss_mb(), [0.0], threading.Event()
 
         def sample():
@@ -97,6 +102,9 @@ def timed(fn, repeats: int) -> tuple[float, object]:
         sampler.start()
         start = time.perf_counter()
         result = fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+            GPU_PEAKS[id(fn)] = torch.cuda.max_memory_allocated() / 2**20
         times.append(time.perf_counter() - start)
         done.set()
         sampler.join()
@@ -105,7 +113,8 @@ def timed(fn, repeats: int) -> tuple[float, object]:
 
 
 def row(label: str, seconds: float, fn) -> None:
-    print(f"{label:<44} {seconds:8.3f} s  {PEAKS.get(id(fn), float('nan')):8.0f} MB")
+    gpu = f"  {GPU_PEAKS[id(fn)]:8.0f} MB" if id(fn) in GPU_PEAKS else ""
+    print(f"{label:<44} {seconds:8.3f} s  {PEAKS.get(id(fn), float('nan')):8.0f} MB{gpu}")
 
 
 def main() -> None:
@@ -116,17 +125,25 @@ def main() -> None:
     parser.add_argument("--down-nodes", type=int, default=32)
     parser.add_argument("--l0", type=int, default=64, help="features firing per token in the random SAEs")
     parser.add_argument("--tokenizer", default=str(TOKENIZER))
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    parser.add_argument("--dtype", default="float32", help="model and SAE dtype (float32, bfloat16, float16)")
     args = parser.parse_args()
+    from sfc_relp.loading import parse_dtype
+
+    dtype = parse_dtype(args.dtype)
 
     tokenizer = load_tokenizer_file(args.tokenizer)
     with tempfile.TemporaryDirectory() as tmp:
-        model = load_model(str(save_random_model(Path(tmp) / "pythia-70m-shape", tokenizer)))
-    saes = random_saes(model.config, args.width)
-    batch = TaskBatch.from_rows(tokenizer, generate("rc", "test", args.prompts).to_list())
+        model = load_model(str(save_random_model(Path(tmp) / "pythia-70m-shape", tokenizer)),
+                           device=args.device, dtype=dtype)
+    saes = {k: v.to(args.device, dtype) for k, v in random_saes(model.config, args.width).items()}
+    batch = TaskBatch.from_rows(tokenizer, generate("rc", "test", args.prompts).to_list(), args.device)
     calibrate_sparsity(model, saes, batch, args.l0)
     print(f"Pythia-70M shape, random weights, 19 SAEs x {args.width} (L0 ~{args.l0}); {args.prompts} rc prompts "
           f"of {batch.clean['input_ids'].shape[1]} tokens; torch threads {torch.get_num_threads()}; "
-          f"median of {args.repeats}")
+          f"median of {args.repeats}; device {args.device}"
+          + (f" ({torch.cuda.get_device_name(torch.device(args.device))})" if "cuda" in args.device else "")
+          + f"; {args.dtype}")
 
     atp = get_method("atp", model, saes)
     relp = get_method("relp", model, saes)
@@ -145,7 +162,7 @@ def main() -> None:
 
     down = "attn_3"
     top = effects.features[down].abs().topk(args.down_nodes - 1).indices
-    down_nodes = {down: torch.cat([top, torch.tensor([-1])])}
+    down_nodes = {down: torch.cat([top, torch.tensor([-1], device=top.device)])}
     top_nodes = {name: values.abs().topk(4).indices.tolist() + [-1] for name, values in effects.features.items()}
     n_exact = sum(len(v) for v in top_nodes.values())
     threshold = sorted(torch.cat([v.abs() for v in effects.features.values()]).tolist())[-60]
@@ -176,7 +193,7 @@ def main() -> None:
                                     results["  reference loop (dense seeds)"], atol=1e-5, rtol=1e-4)
     circuit = results["whole relp circuit (~60 nodes, edges)"]
 
-    print(f"{'what':<44} {'time':>10}  {'peak RSS growth':>14}")
+    print(f"{'what':<44} {'time':>10}  {'peak RSS growth':>14}" + ("  peak GPU memory" if GPU_PEAKS else ""))
     for label, fn in calls.items():
         row(label, times[label], fn)
     print(f"(circuit: {circuit.number_of_nodes() - 1} nodes, {circuit.number_of_edges()} edges)")

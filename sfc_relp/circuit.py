@@ -17,12 +17,13 @@ import networkx as nx
 import torch
 from tqdm import tqdm
 
-from . import __version__
+from . import __version__, distributed
 from .attribution import TaskBatch, get_method
 from .attribution.base import NodeEffects
 from .attribution.edges import EdgeEffects
 from .errors import UserError, warn
 from .files import atomic_write
+from .placement import input_device
 
 OUTPUT = "y"
 
@@ -47,51 +48,73 @@ def select_nodes(effects: NodeEffects, threshold: float) -> dict[str, torch.Tens
     for name, values in effects.features.items():
         ids = torch.nonzero(values.abs() > threshold).flatten()
         if effects.errors[name].abs() > threshold:
-            ids = torch.cat([ids, torch.tensor([-1])])
+            ids = torch.cat([ids, torch.tensor([-1], device=ids.device)])
         chosen[name] = ids
     return chosen
 
 
 def accumulate_effects(method, batches: list[TaskBatch], aggregation: str) -> NodeEffects:
-    """Node effects over several batches, combined weighted by batch size."""
+    """Node effects over several batches, combined weighted by batch size (float64 sums).
+
+    Under torch.distributed each rank takes its share of the batches and the sums are
+    all-reduced, so every rank gets the single-process result.
+    """
     total, count = None, 0
-    for batch in tqdm(batches, desc=f"{method.name} nodes", disable=True if len(batches) < 2 else None):
+    mine = distributed.shard(batches)
+    distributed.require_shards(len(batches))
+    quiet = len(mine) < 2 or not distributed.is_writer()
+    for batch in tqdm(mine, desc=f"{method.name} nodes", disable=True if quiet else None):
         effects = method.attribute(batch, aggregation)
         if aggregation == "none":  # per example: keep the mean over examples per position
             effects = NodeEffects({k: v.mean(0) for k, v in effects.features.items()},
                                   {k: v.mean(0) for k, v in effects.errors.items()}, "none")
         weight = len(batch)
         if total is None:
-            total = NodeEffects({k: v * weight for k, v in effects.features.items()},
-                                {k: v * weight for k, v in effects.errors.items()}, effects.aggregation)
+            dtype = torch.promote_types(next(iter(effects.features.values())).dtype, torch.float32)
+            total = NodeEffects({k: v.double() * weight for k, v in effects.features.items()},
+                                {k: v.double() * weight for k, v in effects.errors.items()}, effects.aggregation)
         else:
             for k in total.features:
-                total.features[k] += effects.features[k] * weight
-                total.errors[k] += effects.errors[k] * weight
+                total.features[k] += effects.features[k].double() * weight
+                total.errors[k] += effects.errors[k].double() * weight
         count += weight
-    return NodeEffects({k: v / count for k, v in total.features.items()},
-                       {k: v / count for k, v in total.errors.items()}, total.aggregation)
+    (features, errors), count = _combine([total.features, total.errors], count)
+    return NodeEffects({k: (v / count).to(dtype) for k, v in features.items()},
+                       {k: (v / count).to(dtype) for k, v in errors.items()}, total.aggregation)
+
+
+def _combine(sums: list[dict], count: int) -> tuple[list[dict], float]:
+    """Per-rank float64 sums and example count, summed over ranks (unchanged in one process)."""
+    flat = [v for d in sums for v in d.values()] + [torch.tensor(float(count), dtype=torch.float64)]
+    reduced = iter(distributed.all_reduce_sum(flat))
+    out = [{k: next(reduced) for k in d} for d in sums]
+    return out, next(reduced).item()
 
 
 def accumulate_edges(method, batches: list[TaskBatch], down_nodes: dict) -> EdgeEffects:
     """Edge effects into `down_nodes` over several batches, weighted by batch size."""
     total, count = None, 0
     extra = {"up_nodes": down_nodes} if method.name == "exact" else {}
-    for batch in tqdm(batches, desc=f"{method.name} edges", disable=True if len(batches) < 2 else None):
+    mine = distributed.shard(batches)
+    distributed.require_shards(len(batches))
+    quiet = len(mine) < 2 or not distributed.is_writer()
+    for batch in tqdm(mine, desc=f"{method.name} edges", disable=True if quiet else None):
         edges = method.edges(batch, down_nodes, **extra)
         weight = len(batch)
         if total is None:
             total = edges
-            total.weights = {k: v * weight for k, v in edges.weights.items()}
-            total.to_output = {k: v * weight for k, v in edges.to_output.items()}
+            dtype = torch.promote_types(next(iter(edges.to_output.values())).dtype, torch.float32)
+            total.weights = {k: v.double() * weight for k, v in edges.weights.items()}
+            total.to_output = {k: v.double() * weight for k, v in edges.to_output.items()}
         else:
             for k in total.weights:
-                total.weights[k] += edges.weights[k] * weight
+                total.weights[k] += edges.weights[k].double() * weight
             for k in total.to_output:
-                total.to_output[k] += edges.to_output[k] * weight
+                total.to_output[k] += edges.to_output[k].double() * weight
         count += weight
-    total.weights = {k: v / count for k, v in total.weights.items()}
-    total.to_output = {k: v / count for k, v in total.to_output.items()}
+    (weights, to_output), count = _combine([total.weights, total.to_output], count)
+    total.weights = {k: (v / count).to(dtype) for k, v in weights.items()}
+    total.to_output = {k: (v / count).to(dtype) for k, v in to_output.items()}
     return total
 
 
@@ -105,10 +128,11 @@ def build_graph(effects: NodeEffects, node_threshold: float, edges: EdgeEffects 
     graph.add_node(OUTPUT, submodule=OUTPUT, layer=None, feature=None, error=False,
                    position=None, effect=None)
     for name, values in effects.features.items():
+        values, errors = values.cpu(), effects.errors[name].cpu()
         positions = [None] if effects.aggregation == "sum" else list(range(values.shape[0]))
         for t in positions:
             feats = values if t is None else values[t]
-            err = effects.errors[name] if t is None else effects.errors[name][t]
+            err = errors if t is None else errors[t]
             for index in torch.nonzero(feats.abs() > node_threshold).flatten().tolist():
                 graph.add_node(node_id(name, index, t), submodule=name, layer=_layer(name),
                                feature=index, error=False, position=t, effect=float(feats[index]))
@@ -122,6 +146,7 @@ def build_graph(effects: NodeEffects, node_threshold: float, edges: EdgeEffects 
 
 def _add_edges(graph: nx.DiGraph, edges: EdgeEffects, threshold: float) -> None:
     for (up, down), weights in edges.weights.items():
+        weights = weights.cpu()
         width = weights.shape[1] - 1
         for row, d in enumerate(edges.down_nodes[down].tolist()):
             target = node_id(down, d)
@@ -132,6 +157,7 @@ def _add_edges(graph: nx.DiGraph, edges: EdgeEffects, threshold: float) -> None:
                 if source in graph:
                     graph.add_edge(source, target, weight=float(weights[row, col]))
     for last, weights in edges.to_output.items():
+        weights = weights.cpu()
         width = weights.shape[0] - 1
         for col in torch.nonzero(weights.abs() > threshold).flatten().tolist():
             source = node_id(last, None if col == width else col)
@@ -139,8 +165,8 @@ def _add_edges(graph: nx.DiGraph, edges: EdgeEffects, threshold: float) -> None:
                 graph.add_edge(source, OUTPUT, weight=float(weights[col]))
 
 
-def batches_of(tokenizer, dataset, batch_size: int) -> list[TaskBatch]:
-    """TaskBatches of at most `batch_size` examples, in dataset order.
+def batches_of(tokenizer, dataset, batch_size: int, device="cpu") -> list[TaskBatch]:
+    """TaskBatches of at most `batch_size` examples, in dataset order, on `device`.
 
     Warns once when prompts within a batch differ in length (IOI's templates do): they are
     left-padded, so positions are aligned at the end of the prompt.
@@ -150,7 +176,7 @@ def batches_of(tokenizer, dataset, batch_size: int) -> list[TaskBatch]:
     rows = dataset.to_list() if hasattr(dataset, "to_list") else list(dataset)
     if not rows:
         raise UserError("the dataset is empty; it needs at least one example")
-    batches = [TaskBatch.from_rows(tokenizer, rows[i:i + batch_size])
+    batches = [TaskBatch.from_rows(tokenizer, rows[i:i + batch_size], device)
                for i in range(0, len(rows), batch_size)]
     lengths = [b.clean["attention_mask"].sum(-1) for b in batches]
     if any(int(n.min()) != int(n.max()) for n in lengths):
@@ -171,7 +197,7 @@ def discover_circuit(model, dictionaries, dataset, method: str = "relp", node_th
     if node_threshold < 0 or edge_threshold < 0:
         raise UserError("thresholds must be non-negative")
     attribution = get_method(method, model, dictionaries, **method_options)
-    batches = batches_of(model.tokenizer, dataset, batch_size)
+    batches = batches_of(model.tokenizer, dataset, batch_size, input_device(model))
     effects = accumulate_effects(attribution, batches, aggregation)
     edge_effects = None
     if edges and aggregation == "sum":

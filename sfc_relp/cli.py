@@ -6,6 +6,7 @@ Every user mistake surfaces as a UserError: one line on stderr, exit code 1, no 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 
@@ -35,8 +36,13 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--neurons", action="store_true", help="use neurons (identity dictionaries) instead of SAEs")
     parser.add_argument("--missing", choices=["error", "neurons", "skip"], default=None,
                         help="submodules without a dictionary: error (default), neuron nodes, or left out of the graph")
-    parser.add_argument("--device", default="cpu", type=V.device)
-    parser.add_argument("--dtype", default="float32", type=V.dtype)
+    parser.add_argument("--device", default="cpu", type=V.device,
+                        help="cpu, cuda or cuda:N (under torchrun, cuda is cuda:LOCAL_RANK)")
+    parser.add_argument("--device-map", default=None,
+                        help="split the model over devices with accelerate (auto, balanced, sequential); "
+                             "each SAE goes beside its submodule")
+    parser.add_argument("--dtype", default="float32", type=V.dtype,
+                        help="model and SAE dtype: float32, bfloat16 or float16")
     parser.add_argument("--seed", type=V.non_negative_int, default=0)
 
 
@@ -44,12 +50,17 @@ def _load(args):
     import torch
 
     from .dictionaries import dictionaries_for
+    from .distributed import local_device
     from .loading import load_model
+    from .placement import place_dictionaries
 
     torch.manual_seed(args.seed)
-    model = load_model(args.model, device=args.device, dtype=args.dtype)
+    args.device = local_device(args.device)
+    model = load_model(args.model, device=args.device, dtype=args.dtype, device_map=args.device_map)
     dictionaries = dictionaries_for(model, args.dictionaries, args.dict_id, args.neurons,
                                     args.missing or "error")
+    if args.device_map is not None:
+        place_dictionaries(model, dictionaries)
     return model, dictionaries
 
 
@@ -167,6 +178,7 @@ def cmd_circuit(args) -> None:
     from .datasets import dataset_name
     from .features import fingerprint
     from .files import StagedFiles, safe_name
+    from .distributed import is_writer
     from .plotting import draw_circuit
 
     model_short = safe_name(Path(args.model.rstrip("/")).name, "model")
@@ -192,6 +204,8 @@ def cmd_circuit(args) -> None:
             "model": model_short, "model_path": args.model,
             "missing_dictionaries": _missing_record(args, model, dictionaries)})
     graph.graph["dictionary_fingerprints"] = {k: fingerprint(v) for k, v in dictionaries.items()}
+    if not is_writer():
+        return
     with StagedFiles(out) as staged:
         Path(staged.path(f"{name}.json")).write_text(circuit_json(graph))
         draw_circuit(graph, out / name, annotations, staged=staged)
@@ -240,6 +254,7 @@ def cmd_sweep(args) -> None:
 
     from .datasets import dataset_name
     from .files import StagedFiles, safe_name
+    from .distributed import is_writer
     from .loading import model_name
     from .plotting import plot_sweep
     from .sweep import DEFAULT_THRESHOLDS, sweep, write_csv
@@ -249,6 +264,8 @@ def cmd_sweep(args) -> None:
     train = _task(args, model, args.dataset, "train", args.n_examples)
     test = _task(args, model, args.dataset, "test", args.n_examples)
     rows = sweep(model, dictionaries, train, test, args.methods, thresholds, args.batch_size)
+    if not is_writer():
+        return
     stem = f"{safe_name(model_name(model), 'model')}_{dataset_name(args.dataset)}_sweep"
     with StagedFiles(Path(args.out)) as staged:
         write_csv(rows, staged.path(f"{stem}.csv"), atomic=False)
@@ -260,19 +277,22 @@ def cmd_sweep(args) -> None:
 
 def _fidelity_one(args, model, dictionaries, methods, components, out):
     """Run one model's fidelity (component effects, optional SAE nodes); write its files."""
+    from .attribution import TaskBatch
+    from .distributed import is_writer
     from .fidelity import correlations, node_fidelity, run_fidelity, save_fidelity
     from .fidelity_figure import draw_fidelity
-    from .attribution import TaskBatch
+    from .placement import input_device
 
     data = _task(args, model, args.task, "test", args.n_prompts)
     run = run_fidelity(model, data.to_list(), args.task, methods, components)
     result = correlations(run)
     nodes = {}
     if args.node_prompts > 0:
-        node_batch = TaskBatch.from_rows(model.tokenizer, data.to_list()[:args.node_prompts])
+        node_batch = TaskBatch.from_rows(model.tokenizer, data.to_list()[:args.node_prompts],
+                                         input_device(model))
         nodes = node_fidelity(model, dictionaries, node_batch, methods)
     paths = []
-    if out is not None:
+    if out is not None and is_writer():
         stem = out / f"{run.model}_{args.task}_fidelity"
         paths = [save_fidelity(run, f"{stem}.npz")] + draw_fidelity(run, stem)
     return run, result, nodes, paths
@@ -297,6 +317,7 @@ def cmd_fidelity(args) -> None:
     from pathlib import Path
 
     from .architectures import architecture_for
+    from .distributed import is_writer
     from .fidelity_table import table_rows, write_table
     from .loading import bundled_models
 
@@ -320,7 +341,7 @@ def cmd_fidelity(args) -> None:
             _print_fidelity(run, result, nodes, methods, components, args.node_prompts)
             for path in paths:
                 print(path)
-    if args.all_bundled:
+    if args.all_bundled and is_writer():
         for path in write_table(table_rows(results), out / f"fidelity_{args.task}_table"):
             if not args.json:
                 print(path)
@@ -600,24 +621,50 @@ def _show_warning(message, category, *_args, **_kwargs) -> None:
     print(f"sfc-relp: warning: {_one_line(message)}", file=sys.stderr)
 
 
+def _run_ranked(args) -> None:
+    """Run the command; under torchrun join the process group, keep stdout to rank 0, and
+    stop every rank when one fails (see sfc_relp.distributed)."""
+    import contextlib
+
+    from . import distributed
+
+    if not distributed.init(distributed.local_device(getattr(args, "device", "cpu"))):
+        args.func(args)
+        return
+    try:
+        with contextlib.ExitStack() as stack:
+            if not distributed.is_writer():
+                stack.enter_context(contextlib.redirect_stdout(open(os.devnull, "w")))
+            with distributed.guard():
+                args.func(args)
+    finally:
+        distributed.shutdown()
+
+
 def main(argv=None) -> int:
+    from .distributed import PeerFailure, launched
+
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 1
+    where = f" (rank {os.environ['RANK']})" if launched() else ""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore")
         warnings.filterwarnings("always", category=SfcRelpWarning)
         warnings.showwarning = _show_warning
         try:
-            args.func(args)
+            _run_ranked(args)
         except UserError as exc:
+            print(f"sfc-relp: error{where}: {_one_line(exc)}", file=sys.stderr)
+            return 1
+        except PeerFailure as exc:
             print(f"sfc-relp: error: {_one_line(exc)}", file=sys.stderr)
             return 1
         except OSError as exc:  # disk full, read-only output, permissions
-            where = f" ({exc.filename})" if exc.filename else ""
-            print(f"sfc-relp: error: {_one_line(exc.strerror or exc)}{where}", file=sys.stderr)
+            path = f" ({exc.filename})" if exc.filename else ""
+            print(f"sfc-relp: error{where}: {_one_line(exc.strerror or exc)}{path}", file=sys.stderr)
             return 1
         except KeyboardInterrupt:
             print("sfc-relp: interrupted", file=sys.stderr)

@@ -4,7 +4,7 @@ F(C) = (m(C) - m(empty)) / (m(M) - m(empty)): m(M) is the full model, m(empty) h
 ablatable node ablated, m(C) keeps only the circuit's nodes. Completeness is F of the
 complement M \\ C. Ablation replaces a node by its per-position mean over the evaluation
 batch's patch prompts (default), by zero, or by the value in another example's patch prompt
-(resample). Embed and the first third of the layers are left intact by default.
+(resample, seeded per batch). Embed and the first third of the layers are left intact by default.
 """
 
 from __future__ import annotations
@@ -15,8 +15,10 @@ import torch
 
 from .architectures import submodules_for
 from .attribution import logit_diff
+from . import distributed
 from .circuit import batches_of
 from .errors import UserError
+from .placement import input_device, module_device
 from .tracing import run_spliced
 
 ABLATIONS = ("mean", "zero", "resample")
@@ -63,48 +65,53 @@ def _ablation_values(patch, ablation: str, generator: torch.Generator) -> dict:
     return values
 
 
-def _metric_with_kept(model, dictionaries, batch, kept: dict, ablated: dict, metric) -> float:
-    """Mean metric with every ablatable node outside `kept` replaced by its ablation value."""
+def _metric_with_kept(model, dictionaries, batch, kept: dict, ablated: dict, metric) -> torch.Tensor:
+    """Summed metric (float64, on the logits' device) with every ablatable node outside `kept`
+    replaced by its ablation value."""
     def edit(sub, features, error):
         if sub.name not in kept:
             return None
         keep_features, keep_error = kept[sub.name]
         f_abl, e_abl = ablated[sub.name]
-        features = torch.where(keep_features, features, f_abl)
+        features = torch.where(keep_features.to(features.device), features, f_abl)
         error = error if keep_error else e_abl
         return features, error
     with torch.no_grad():
         run = run_spliced(model, dictionaries, batch.clean, edit=edit, grad=False)
-    return float(metric(run.logits, batch).sum())
+    return metric(run.logits, batch).double().sum()
 
 
 @dataclass
 class Baseline:
-    """What every circuit evaluated on one dataset shares: per batch, the ablation values (from
-    the patch run) and the full model's metric. Computed once, reused across circuits (the
-    sweep evaluates one circuit per method and threshold)."""
+    """What every circuit evaluated on one dataset shares: per batch of this rank's share, the
+    ablation values (from the patch run) and the full model's metric. Computed once, reused
+    across circuits (the sweep evaluates one circuit per method and threshold)."""
 
     ablation: str
     seed: int
     batches: list = field(default_factory=list)  # (TaskBatch, ablation values)
-    full: float = 0.0  # metric summed over examples
+    full: torch.Tensor | float = 0.0  # metric summed over this rank's examples (float64)
     count: int = 0
     empty: dict = field(default_factory=dict)  # (names, error policy) -> metric sum, cached
 
 
 def baseline_runs(model, dictionaries, dataset, ablation: str = "mean", batch_size: int = 32,
                   metric=logit_diff, seed: int = 0) -> Baseline:
-    """The full and patch runs of every batch of `dataset`, reduced to what evaluation needs."""
+    """The full and patch runs of every batch of `dataset` (this rank's whole batches under
+    torchrun), reduced to what evaluation needs; resample ablation is seeded per batch, so the
+    values equal the single-process ones."""
     if ablation not in ABLATIONS:
         raise UserError(f"unknown ablation {ablation!r}; use one of {', '.join(ABLATIONS)}")
-    generator = torch.Generator().manual_seed(seed)
     base = Baseline(ablation, seed)
-    for batch in batches_of(model.tokenizer, dataset, batch_size):
+    batches = batches_of(model.tokenizer, dataset, batch_size, input_device(model))
+    distributed.require_shards(len(batches))
+    for index, batch in distributed.shard(list(enumerate(batches))):
         with torch.no_grad():
             patch = run_spliced(model, dictionaries, batch.patch, grad=False)
             full = run_spliced(model, dictionaries, batch.clean, grad=False)
+        generator = torch.Generator().manual_seed(seed + index)
         base.batches.append((batch, _ablation_values(patch, ablation, generator)))
-        base.full += float(metric(full.logits, batch).sum())
+        base.full = base.full + metric(full.logits, batch).double().sum()
         base.count += len(batch)
         del patch, full
     return base
@@ -138,14 +145,15 @@ def evaluate_circuit(model, dictionaries, dataset, circuit: dict, ablation: str 
         if bad:
             raise UserError(f"circuit feature {bad[0]!r} of {name} is not an id in "
                             f"[0, {widths.get(name, '?')})")
+    devices = {name: module_device(dictionaries[name], input_device(model)) for name in names}
 
     def masks(complement: bool) -> dict:
         out = {}
         for name in names:
             features, error = circuit.get(name, (set(), False))
-            keep = torch.zeros(widths[name], dtype=torch.bool)
+            keep = torch.zeros(widths[name], dtype=torch.bool, device=devices[name])
             if features:
-                keep[torch.tensor(sorted(features))] = True
+                keep[torch.tensor(sorted(features), device=devices[name])] = True
             if complement:
                 keep, error = ~keep, not error
             if error_policy == "always":
@@ -154,20 +162,26 @@ def evaluate_circuit(model, dictionaries, dataset, circuit: dict, ablation: str 
                 error = True
             out[name] = (keep, error)
         return out
-    empty = {name: (torch.zeros(widths[name], dtype=torch.bool), error_policy == "never")
+    empty = {name: (torch.zeros(widths[name], dtype=torch.bool, device=devices[name]), error_policy == "never")
              for name in names}
     if baseline is None:
         baseline = baseline_runs(model, dictionaries, dataset, ablation, batch_size, metric, seed)
-    totals = dict(full=baseline.full, circuit=0.0, complement=0.0)
-    empty_key = (tuple(names), error_policy)
+    in_circuit, complement = masks(False), masks(True)
+    sums = {"circuit": 0.0, "complement": 0.0}  # float64 sums over this rank's examples
     for batch, ablated in baseline.batches:
-        for key, kept in (("circuit", masks(False)), ("complement", masks(True))):
-            totals[key] += _metric_with_kept(model, dictionaries, batch, kept, ablated, metric)
+        for key, kept in (("circuit", in_circuit), ("complement", complement)):
+            sums[key] = sums[key] + _metric_with_kept(model, dictionaries, batch, kept, ablated, metric)
+    empty_key = (tuple(names), error_policy)
     if empty_key not in baseline.empty:
         baseline.empty[empty_key] = sum(_metric_with_kept(model, dictionaries, batch, empty, ablated, metric)
                                         for batch, ablated in baseline.batches)
-    totals["empty"] = baseline.empty[empty_key]
-    m = {k: v / baseline.count for k, v in totals.items()}
+    keys = ("full", "empty", "circuit", "complement")
+    local = {"full": baseline.full, "empty": baseline.empty[empty_key], **sums}
+    reduced = distributed.all_reduce_sum([torch.as_tensor(local[k], dtype=torch.float64).reshape(1).cpu()
+                                          for k in keys] +
+                                         [torch.tensor([float(baseline.count)], dtype=torch.float64)])
+    totals, count = {k: v.item() for k, v in zip(keys, reduced)}, reduced[-1].item()
+    m = {k: v / count for k, v in totals.items()}
     span = m["full"] - m["empty"]
     if abs(span) < 1e-9:
         raise UserError("ablating every node leaves the metric unchanged; faithfulness is undefined "

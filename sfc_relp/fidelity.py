@@ -20,11 +20,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from . import distributed
 from .architectures import submodules_for
 from .attribution import TaskBatch, get_method
 from .dictionaries import neuron_dictionaries
 from .errors import UserError
 from .files import atomic_write
+from .placement import input_device
 from .tracing import run_spliced
 
 COMPONENTS = ("resid", "attn", "mlp")
@@ -54,7 +56,7 @@ def exact_component_effects(model, batch: TaskBatch, kinds=COMPONENTS, chunk: in
             run_spliced(model, neurons, batch.clean, grad=False).logits, batch)
     n, positions = len(batch), batch.clean["input_ids"].shape[1]
     jobs = [(s.name, t) for s in subs for t in range(positions)]
-    effects = {s.name: torch.zeros(n, positions) for s in subs}
+    effects = {s.name: torch.zeros(n, positions, device=clean_metric.device) for s in subs}
     for start in tqdm(range(0, len(jobs), chunk), desc="activation patching", disable=None):
         group = jobs[start:start + chunk]
 
@@ -134,10 +136,12 @@ def run_fidelity(model, rows: list[dict], task: str, methods=("atp", "relp"),
     from .loading import model_name
 
     tokenizer = model.tokenizer
-    batch = TaskBatch.from_rows(tokenizer, rows)
-    estimates = {"exact": exact_component_effects(model, batch, kinds)}
+    batch = TaskBatch.from_rows(tokenizer, rows, input_device(model))
+    mine = distributed.shard_batch(batch)  # data parallel: per-prompt effects gathered
+    gathered = lambda effects: {k: distributed.gather_rows(v, len(batch)).cpu() for k, v in effects.items()}
+    estimates = {"exact": gathered(exact_component_effects(model, mine, kinds))}
     for method in methods:
-        estimates[method] = estimated_component_effects(method, model, batch, kinds)
+        estimates[method] = gathered(estimated_component_effects(method, model, mine, kinds))
     effects = {}
     for method, by_name in estimates.items():
         effects[method] = {kind: torch.stack([by_name[s.name] for s in _components(model, (kind,))])
@@ -147,10 +151,10 @@ def run_fidelity(model, rows: list[dict], task: str, methods=("atp", "relp"),
     return FidelityRun(
         model=model_name(model), task=task, effects=effects,
         **{key: column(key) for key in PROMPT_FIELDS},
-        clean_answer_id=batch.clean_answer.numpy(), patch_answer_id=batch.patch_answer.numpy(),
-        clean_ids=batch.clean["input_ids"].numpy(), patch_ids=batch.patch["input_ids"].numpy(),
+        clean_answer_id=batch.clean_answer.cpu().numpy(), patch_answer_id=batch.patch_answer.cpu().numpy(),
+        clean_ids=batch.clean["input_ids"].cpu().numpy(), patch_ids=batch.patch["input_ids"].cpu().numpy(),
         clean_tokens=tokens(batch.clean["input_ids"]), patch_tokens=tokens(batch.patch["input_ids"]),
-        attention_mask=batch.clean["attention_mask"].numpy().astype(np.int8))
+        attention_mask=batch.clean["attention_mask"].cpu().numpy().astype(np.int8))
 
 
 def correlations(run: FidelityRun) -> dict:
@@ -235,6 +239,8 @@ def node_fidelity(model, dictionaries, batch: TaskBatch, methods=("atp", "relp",
     """{method: pcc} over every SAE feature and error node (sum over positions, prompt-averaged)."""
     flat = lambda eff: torch.cat([torch.cat([eff.features[k].flatten(), eff.errors[k].view(1)])
                                   for k in eff.features])
-    exact = flat(get_method("exact", model, dictionaries).attribute(batch, "sum"))
-    return {method: pearson(flat(get_method(method, model, dictionaries).attribute(batch, "sum")), exact)
-            for method in methods}
+    mine = distributed.shard_batch(batch)  # data parallel: prompt means combined over ranks
+    mean = lambda name: distributed.mean_over_ranks(
+        flat(get_method(name, model, dictionaries).attribute(mine, "sum")), len(mine), len(batch))
+    exact = mean("exact")
+    return {method: pearson(mean(method), exact) for method in methods}

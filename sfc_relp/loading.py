@@ -89,12 +89,42 @@ def own_dictionaries_dir(model) -> Path | None:
     return folder if (source / "config.json").is_file() and folder.is_dir() else None
 
 
+DEVICE_MAP_STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
+
+
+def _check_device(device) -> None:
+    """A UserError for a device this machine does not have (instead of a torch traceback)."""
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, TypeError):
+        raise UserError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {device!r} asked for, but this machine has no CUDA GPU; use --device cpu")
+
+
+def _check_device_map(device_map):
+    """The device map, after checking accelerate (which implements it) is installed."""
+    try:
+        import accelerate  # noqa: F401
+    except ImportError:
+        raise UserError("--device-map needs the accelerate package: pip install accelerate") from None
+    if isinstance(device_map, str) and device_map not in DEVICE_MAP_STRATEGIES:
+        try:
+            _check_device(device_map)
+        except UserError as exc:
+            raise UserError(f"--device-map {device_map!r}: {exc}; or use one of "
+                            f"{', '.join(DEVICE_MAP_STRATEGIES)}") from None
+    return device_map
+
+
 def load_model(name_or_path: str = DEFAULT_MODEL, device: str = "cpu", dtype="float32",
-               attn_implementation: str = "eager"):
+               attn_implementation: str = "eager", device_map=None, offload_folder=None):
     """The nnsight-wrapped HF causal LM for a bundled name, a local directory or an HF id.
 
     Nothing is downloaded: an HF id must already be in the local HF cache. Eager attention
     is the default so attention probabilities are an explicit tensor (RelP's AH-rule).
+    `device_map` ('auto', 'balanced', a dict of module -> device, ...) splits the model over
+    devices through accelerate, in place of `device` ("disk" entries go to `offload_folder`).
     """
     from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM
@@ -103,6 +133,8 @@ def load_model(name_or_path: str = DEFAULT_MODEL, device: str = "cpu", dtype="fl
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
 
+    if device_map is None:
+        _check_device(device)
     path = resolve_model_path(name_or_path)
     local = Path(path).is_dir()
     if local and not (Path(path) / "config.json").is_file():
@@ -115,9 +147,11 @@ def load_model(name_or_path: str = DEFAULT_MODEL, device: str = "cpu", dtype="fl
             "save_pretrained(..., safe_serialization=True)" if pickled else ""))
     torch_dtype = parse_dtype(dtype)
     try:
+        placement = {} if device_map is None else {"device_map": _check_device_map(device_map),
+                                                    "offload_folder": offload_folder}
         hf_model = AutoModelForCausalLM.from_pretrained(
             path, dtype=torch_dtype, local_files_only=True, use_safetensors=True,
-            attn_implementation=attn_implementation)
+            attn_implementation=attn_implementation, **placement)
         tokenizer = _load_tokenizer(path)
     except (OSError, ValueError, RuntimeError, KeyError, TypeError, SafetensorError) as exc:
         if local or not isinstance(exc, OSError):
@@ -135,6 +169,8 @@ def load_model(name_or_path: str = DEFAULT_MODEL, device: str = "cpu", dtype="fl
             f"{name_or_path}` on a connected machine, then copy the directory) and pass its "
             f"path, or use a bundled model ({bundled})") from None
     architecture_for(hf_model.config)
-    hf_model.eval().requires_grad_(False).to(device)
+    hf_model.eval().requires_grad_(False)
+    if device_map is None:
+        hf_model.to(device)
     hf_model.sfc_relp_name = Path(name_or_path.rstrip("/")).name
     return _wrap(hf_model, tokenizer)

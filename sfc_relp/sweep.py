@@ -13,6 +13,7 @@ from .circuit import accumulate_effects, batches_of, select_nodes
 from .errors import UserError
 from .evaluation import baseline_runs, evaluate_circuit
 from .files import atomic_write
+from .placement import input_device
 
 DEFAULT_THRESHOLDS = tuple(float(t) for t in np.logspace(-4, 0, 15))
 COLUMNS = ("method", "node_threshold", "n_nodes", "faithfulness", "completeness")
@@ -27,7 +28,7 @@ def sweep(model, dictionaries, train, test, methods=("relp", "ig", "atp"),
     if not methods or not thresholds:
         raise UserError("a sweep needs at least one method and one threshold")
     rows = []
-    batches = batches_of(model.tokenizer, train, batch_size)
+    batches = batches_of(model.tokenizer, train, batch_size, input_device(model))
     base = baseline_runs(model, dictionaries, test, evaluation_options.get("ablation", "mean"),
                          batch_size, evaluation_options.get("metric", logit_diff),
                          evaluation_options.get("seed", 0))

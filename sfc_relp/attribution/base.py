@@ -62,10 +62,13 @@ Metric = Callable[[torch.Tensor, TaskBatch], torch.Tensor]
 
 
 def logit_diff(logits: torch.Tensor, batch: TaskBatch) -> torch.Tensor:
-    """Per example: logit(patch answer) - logit(clean answer) at the last position."""
+    """Per example: logit(patch answer) - logit(clean answer) at the last position, in at
+    least float32 (bfloat16/float16 logits are cast up) and on the logits' device."""
     last = logits[:, -1]
+    last = last.to(torch.promote_types(last.dtype, torch.float32))
     rows = torch.arange(last.shape[0], device=last.device)
-    return last[rows, batch.patch_answer] - last[rows, batch.clean_answer]
+    patch, clean = batch.patch_answer.to(last.device), batch.clean_answer.to(last.device)
+    return last[rows, patch] - last[rows, clean]
 
 
 @dataclass
@@ -178,9 +181,11 @@ def check_node_ids(nodes: dict, dictionaries: dict) -> None:
 
 def linear_effects(clean: SplicedRun, patch: SplicedRun, feature_grads: dict,
                    error_grads: dict) -> NodeEffects:
-    """(patch - clean) * coefficient for features; summed over d_model for errors."""
+    """(patch - clean) * coefficient for features; summed over d_model for errors. Computed in
+    at least float32, so bfloat16/float16 runs lose no precision in the difference and sum."""
     features, errors = {}, {}
     for name, node in clean.nodes.items():
-        features[name] = (patch.nodes[name].features - node.features.detach()) * feature_grads[name]
-        errors[name] = ((patch.nodes[name].error - node.error.detach()) * error_grads[name]).sum(-1)
+        up = lambda t: t.detach().to(torch.promote_types(t.dtype, torch.float32))
+        features[name] = (up(patch.nodes[name].features) - up(node.features)) * up(feature_grads[name])
+        errors[name] = ((up(patch.nodes[name].error) - up(node.error)) * up(error_grads[name])).sum(-1)
     return NodeEffects(features, errors, "none")

@@ -55,8 +55,9 @@ def edge_pairs(config) -> list[tuple[str, str, bool]]:
 def _feature_seeds(ids: torch.Tensor, coefficients: torch.Tensor) -> torch.Tensor:
     """(n, B, T, n) grad_outputs for `sparse_encode(..., ids)`: row k selects feature ids[k]."""
     n = len(ids)
-    seeds = torch.zeros((n, *coefficients.shape[:-1], n), dtype=coefficients.dtype)
-    rows = torch.arange(n)
+    seeds = torch.zeros((n, *coefficients.shape[:-1], n), dtype=coefficients.dtype,
+                        device=coefficients.device)
+    rows = torch.arange(n, device=coefficients.device)
     seeds[rows, ..., rows] = coefficients[..., ids].movedim(-1, 0)
     return seeds
 
@@ -99,7 +100,7 @@ def compute_edges(model, dictionaries, clean, patch, feature_grads: dict, error_
         rows = {up: [] for up, _ in ups}
         features = ids[ids >= 0]
         for start in range(0, len(features), chunk):
-            part = features[start:start + chunk]
+            part = features[start:start + chunk].to(node.input.device)
             source = sparse_encode(ae, node.input, part)
             grads = _vjp(source, targets, _feature_seeds(part, feature_grads[down]), batched)
             for (up, _), g_out in zip(ups, grads):
@@ -113,7 +114,7 @@ def compute_edges(model, dictionaries, clean, patch, feature_grads: dict, error_
         order = torch.cat([torch.nonzero(ids >= 0).flatten(), torch.nonzero(ids < 0).flatten()])
         for up, parts in rows.items():
             stacked = torch.cat(parts) / n_examples
-            result.weights[(up, down)] = stacked[torch.argsort(order)]
+            result.weights[(up, down)] = stacked[torch.argsort(order).to(stacked.device)]
     last = submodules_for(model.config)[-1].name
     if last not in dictionaries:
         return result
@@ -145,7 +146,7 @@ class _UpstreamDeltas:
     def weights(self, up: str, g_out: torch.Tensor) -> torch.Tensor:
         """(n, width + 1) edge weights from the gradient (n, B, T, d) at `up`'s output."""
         d_f, d_e, changed, directions, d_changed = self[up]
-        out = torch.zeros(g_out.shape[0], d_f.shape[-1] + 1, dtype=g_out.dtype)
+        out = torch.zeros(g_out.shape[0], d_f.shape[-1] + 1, dtype=g_out.dtype, device=g_out.device)
         out[:, changed] = ((g_out @ directions.T) * d_changed).sum((1, 2))
         out[:, -1] = (g_out * d_e).sum((1, 2, 3))
         return out

@@ -93,15 +93,16 @@ class ExactPatching(Attribution):
         for name, node in clean.nodes.items():
             changed = (patch.nodes[name].features != node.features)  # (B, T, F)
             if nodes is None:
-                wanted, with_error = torch.arange(changed.shape[-1]), True
+                wanted, with_error = torch.arange(changed.shape[-1], device=changed.device), True
             else:
-                requested = torch.as_tensor(nodes.get(name, []), dtype=torch.long).flatten()
+                requested = torch.as_tensor(nodes.get(name, []), dtype=torch.long,
+                                            device=changed.device).flatten()
                 wanted, with_error = requested[requested >= 0], bool((requested == ERROR).any())
             positions = range(changed.shape[1]) if per_position else [None]
             for t in positions:
                 where = changed[:, t] if t is not None else changed.flatten(0, 1)
                 active = wanted[where[:, wanted].any(0)]
-                jobs += [(name, int(i), t) for i in active]
+                jobs += [(name, i, t) for i in active.tolist()]
                 if with_error:
                     jobs.append((name, ERROR, t))
         return jobs
@@ -201,7 +202,7 @@ class _ExactEdges:
         pairs = [(row, col, d, u) for row, d in enumerate(torch.as_tensor(down_ids).tolist())
                  for col, u in enumerate(ups)]
         width = self.clean.nodes[up].features.shape[-1]
-        out = torch.zeros(len(down_ids), width + 1)
+        out = torch.zeros(len(down_ids), width + 1, dtype=self.base.dtype, device=self.base.device)
         n = len(self.batch)
         for start in range(0, len(pairs), self.method.chunk):
             group = pairs[start:start + self.method.chunk]

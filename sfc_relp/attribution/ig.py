@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import UserError
-from .base import Attribution, NodeEffects, TaskBatch, logit_diff
+from .base import Attribution, NodeEffects, TaskBatch, linear_effects, logit_diff
 
 
 class IntegratedGradients(Attribution):
@@ -27,13 +27,14 @@ class IntegratedGradients(Attribution):
     def mean_gradients(self, batch: TaskBatch, clean, patch) -> tuple[dict, dict]:
         """Per submodule: the metric's gradient averaged along the interpolation path."""
         steps, n = self.steps, len(batch)
-        alphas = (torch.arange(steps, dtype=torch.float32) / steps).repeat_interleave(n)
+        device = batch.clean["input_ids"].device
+        alphas = (torch.arange(steps, dtype=torch.float32, device=device) / steps).repeat_interleave(n)
         tiled = batch.repeat(steps)
         feature_grads, error_grads = {}, {}
         for name in clean.nodes:
             f0, f1 = clean.nodes[name].features.detach(), patch.nodes[name].features
             e0, e1 = clean.nodes[name].error.detach(), patch.nodes[name].error
-            a = alphas.to(f0.dtype).view(-1, 1, 1)
+            a = alphas.to(f0.device, f0.dtype).view(-1, 1, 1)
 
             def interpolate(sub, features, error):
                 tile = lambda t: t.repeat(steps, 1, 1)
@@ -55,8 +56,4 @@ class IntegratedGradients(Attribution):
             clean = self.run(batch.clean, grad=False)
             patch = self.run(batch.patch, grad=False)
         feature_grads, error_grads = self.mean_gradients(batch, clean, patch)
-        features, errors = {}, {}
-        for name, node in clean.nodes.items():
-            features[name] = (patch.nodes[name].features - node.features) * feature_grads[name]
-            errors[name] = ((patch.nodes[name].error - node.error) * error_grads[name]).sum(-1)
-        return NodeEffects(features, errors, "none")
+        return linear_effects(clean, patch, feature_grads, error_grads)
