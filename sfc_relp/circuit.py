@@ -70,9 +70,8 @@ def accumulate_effects(method, batches: list[TaskBatch], aggregation: str) -> No
 def accumulate_edges(method, batches: list[TaskBatch], down_nodes: dict) -> EdgeEffects:
     """Edge effects into `down_nodes` over several batches, weighted by batch size."""
     total, count = None, 0
-    extra = {"up_nodes": down_nodes} if method.name == "exact" else {}
     for batch in tqdm(batches, desc=f"{method.name} edges", disable=len(batches) < 2):
-        edges = method.edges(batch, down_nodes, **extra)
+        edges = method.edges(batch, down_nodes, up_nodes=down_nodes)
         weight = len(batch)
         if total is None:
             total = edges
