@@ -72,18 +72,26 @@ def cmd_trace(args) -> None:
 
 
 def cmd_zoo_random(args) -> None:
-    from transformers import AutoConfig
+    """A random-weight model of a registered family plus random SAEs calibrated to ~L0."""
+    from .loading import load_model
+    from .random_model import (calibrate_sparsity, calibration_prompts, load_tokenizer_file,
+                               random_dictionaries, save_random_model, write_dictionaries)
+    from .tracing import tokenize
 
-    from .random_model import load_tokenizer_file, save_random_dictionaries, save_random_model
-
+    if args.width <= args.l0:
+        raise UserError(f"--width {args.width} must exceed --l0 {args.l0}")
     tokenizer = load_tokenizer_file(args.tokenizer)
-    overrides = {}
-    if args.small:
-        overrides = dict(hidden_size=64, num_attention_heads=4, intermediate_size=256)
-    model_dir = save_random_model(f"{args.out}/{args.name}", tokenizer, args.seed, **overrides)
-    config = AutoConfig.from_pretrained(model_dir)
-    root = save_random_dictionaries(f"{args.out}/dictionaries", args.name, config, args.width, args.seed)
+    name = args.name or f"random-{args.arch}"
+    overrides = {} if args.layers is None else {"num_hidden_layers": args.layers}
+    model_dir = save_random_model(f"{args.out}/{name}", tokenizer, args.seed, args.arch,
+                                  args.small, **overrides)
+    model = load_model(str(model_dir))
+    saes = random_dictionaries(model.config, args.width, args.seed)
+    counts = calibrate_sparsity(model, saes, tokenize(model.tokenizer, calibration_prompts()), args.l0)
+    root = write_dictionaries(f"{args.out}/dictionaries", name, model.config, saes)
     print(f"model: {model_dir}\ndictionaries: {root}")
+    print(f"active features per token (target {args.l0}): mean "
+          f"{sum(counts.values()) / len(counts):.1f}, " + ", ".join(f"{k} {v:.1f}" for k, v in counts.items()))
 
 
 def cmd_zoo_train(args) -> None:
@@ -344,12 +352,19 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--json", action="store_true", help="print one JSON object")
     report.set_defaults(func=cmd_zoo_report)
 
-    random_ = zoo_commands.add_parser("random", help="save a random-weight Pythia-70M-shaped model and SAEs")
+    from .architectures import model_types
+
+    random_ = zoo_commands.add_parser("random", help="save a random-weight model of a family and calibrated SAEs")
     random_.add_argument("--out", required=True)
-    random_.add_argument("--name", default="random-pythia")
+    random_.add_argument("--arch", choices=model_types(), default="gpt_neox",
+                         help="model family (HF model_type); real shapes of Pythia-70M, GPT-2 small, "
+                              "Llama-3.2-1B, Qwen2-0.5B, Mistral-7B or Gemma-2-2B unless --small")
+    random_.add_argument("--name", default=None, help="model directory name (default random-ARCH)")
     random_.add_argument("--tokenizer", default="../shared/data/gpt-neox-20b-tokenizer.json")
     random_.add_argument("--width", type=int, default=32768)
-    random_.add_argument("--small", action="store_true", help="d_model 64 instead of Pythia-70M's 512")
+    random_.add_argument("--l0", type=int, default=64, help="features firing per token after calibration")
+    random_.add_argument("--layers", type=int, default=None, help="number of layers (default: the real model's)")
+    random_.add_argument("--small", action="store_true", help="d_model 64 toy of the family")
     random_.add_argument("--seed", type=int, default=0)
     random_.set_defaults(func=cmd_zoo_random)
     return parser

@@ -57,6 +57,8 @@ class Architecture:
     norm_rule: str = "layer_norm"  # a key of lrp.NORM_RULES
     zero_queries: Callable | None = None  # (layer module) -> None: queries 0, attention uniform
     linear_config: dict = field(default_factory=dict)  # config values that remove output nonlinearities
+    configs: dict = field(default_factory=dict)  # model_type -> HF config kwargs of a real model
+    small: dict = field(default_factory=dict)  # overrides giving a d_model-64 toy of the family
     notes: str = ""
 
     def submodules(self, n_layers: int) -> list[Submodule]:
@@ -76,3 +78,11 @@ class Architecture:
 
     def layer_path(self, i: int) -> str:
         return f"{self.layers_path}.{i}"
+
+    def config(self, model_type: str | None = None, small: bool = False, **overrides):
+        """An HF config of this family: a real model's (`configs`), the toy's, or overridden."""
+        from transformers import AutoConfig
+
+        model_type = model_type or self.model_types[0]
+        kwargs = {**self.configs[model_type], **(self.small if small else {}), **overrides}
+        return AutoConfig.for_model(model_type, **kwargs)

@@ -39,4 +39,12 @@ GEMMA2 = register(Architecture(
     norm_rule="gemma_rms_norm",
     zero_queries=_zero_queries,
     linear_config={"final_logit_softcapping": None, "attn_logit_softcapping": None},
+    configs={"gemma2": dict(  # Gemma-2-2B
+        vocab_size=256000, hidden_size=2304, intermediate_size=9216, num_hidden_layers=26,
+        num_attention_heads=8, num_key_value_heads=4, head_dim=256, query_pre_attn_scalar=256,
+        sliding_window=4096, attn_logit_softcapping=50.0, final_logit_softcapping=30.0,
+        hidden_activation="gelu_pytorch_tanh", rms_norm_eps=1e-6, max_position_embeddings=8192,
+        tie_word_embeddings=True, pad_token_id=0, bos_token_id=2, eos_token_id=1)},
+    small=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+               num_key_value_heads=2, head_dim=16, query_pre_attn_scalar=16, sliding_window=4),
 ))

@@ -33,5 +33,10 @@ GPT2 = register(Architecture(
     norm_classes=("LayerNorm",),
     activation="act",
     zero_queries=_zero_queries,
+    configs={"gpt2": dict(  # GPT-2 small
+        vocab_size=50257, n_positions=1024, n_embd=768, n_layer=12, n_head=12,
+        activation_function="gelu_new", layer_norm_epsilon=1e-5, bos_token_id=50256,
+        eos_token_id=50256, tie_word_embeddings=True)},
+    small=dict(n_embd=64, n_head=4, n_layer=2, n_inner=256),
     notes="Conv1D linear maps (the epsilon rule covers them); tied unembedding.",
 ))

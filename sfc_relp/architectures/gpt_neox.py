@@ -34,4 +34,10 @@ GPT_NEOX = register(Architecture(
     activation="act",
     parallel_residual=lambda config: bool(getattr(config, "use_parallel_residual", True)),
     zero_queries=_zero_queries,
+    configs={"gpt_neox": dict(  # Pythia-70M(-deduped)
+        vocab_size=50304, hidden_size=512, num_hidden_layers=6, num_attention_heads=8,
+        intermediate_size=2048, rotary_pct=0.25, rotary_emb_base=10000, use_parallel_residual=True,
+        max_position_embeddings=2048, tie_word_embeddings=False, hidden_act="gelu",
+        layer_norm_eps=1e-5, bos_token_id=0, eos_token_id=0)},
+    small=dict(hidden_size=64, num_attention_heads=4, intermediate_size=256, num_hidden_layers=2),
 ))
