@@ -154,7 +154,7 @@ class _UpstreamDeltas:
             d_f = self.patch.nodes[name].features - node.features.detach()
             d_e = self.patch.nodes[name].error - node.error.detach()
             changed = torch.nonzero((d_f != 0).flatten(0, 1).any(0)).flatten()
-            directions = decoder_directions(self.dictionaries[name], changed).detach()
+            directions = decoder_directions(self.dictionaries[name], changed).detach().to(d_f.dtype)
             self.cache[name] = (d_f, d_e, changed, directions, d_f[..., changed])
         return self.cache[name]
 

@@ -209,7 +209,7 @@ class _ExactEdges:
         pairs = [(row, col, d, u) for row, d in enumerate(torch.as_tensor(down_ids).tolist())
                  for col, u in enumerate(ups)]
         width = self.clean.nodes[up].features.shape[-1]
-        out = torch.zeros(len(down_ids), width + 1)
+        out = torch.zeros(len(down_ids), width + 1, dtype=self.base.dtype)
         n = len(self.batch)
         for start in range(0, len(pairs), self.method.chunk):
             group = pairs[start:start + self.method.chunk]
