@@ -146,12 +146,16 @@ def cmd_circuit(args) -> None:
     model, dictionaries = _load(args)
     data = load_task(args.dataset, "train", args.n_examples, args.seed, model.tokenizer)
     name = f"{model_name(model)}_{dataset_name(args.dataset)}_{args.method}"
+    if args.exact_per_position and args.method != "exact":
+        raise UserError("--exact-per-position applies to --method exact only")
+    options = {"per_position_sum": True} if args.exact_per_position else {}
     graph = discover_circuit(
         model, dictionaries, data, args.method, args.node_threshold, args.edge_threshold,
         args.aggregation, args.batch_size, metadata={
             "model": model_name(model), "model_path": args.model,
             "dictionaries": "neurons" if args.neurons else str(args.dictionaries or "default"),
-            "dict_id": args.dict_id, "dataset": args.dataset, "split": "train"})
+            "dict_id": args.dict_id, "dataset": args.dataset, "split": "train",
+            "exact_per_position_sum": args.exact_per_position}, **options)
     out = Path(args.out)
     paths = [save_circuit(graph, out / f"{name}.json")] + draw_circuit(graph, out / name)
     for path in paths:
@@ -267,7 +271,8 @@ def cmd_fidelity(args) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sfc-relp", description=(
-        "Sparse feature circuits with relevance patching (RelP) for Pythia-architecture models."))
+        "Sparse feature circuits with relevance patching (RelP) for GPT-NeoX, GPT-2, Llama/Qwen2/Mistral "
+        "and Gemma-2 models."))
     parser.add_argument("--version", action="version", version=f"sfc-relp {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -293,6 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
     circuit.add_argument("--node-threshold", type=float, default=0.1)
     circuit.add_argument("--edge-threshold", type=float, default=0.01)
     circuit.add_argument("--aggregation", choices=["sum", "none"], default="sum")
+    circuit.add_argument("--exact-per-position", action="store_true",
+                         help="exact node effects under --aggregation sum as the sum of single-position "
+                              "patches (Marks et al.'s code) instead of one patch at every position")
     circuit.add_argument("--n-examples", type=int, default=64)
     circuit.add_argument("--batch-size", type=int, default=32)
     circuit.add_argument("--out", default="circuits")
