@@ -427,3 +427,28 @@ def test_circuit_at_qwen2_per_layer_shapes(tokenizer):
                              edge_threshold=0.0, batch_size=4, metadata={"model": "qwen2-shape"})
     assert graph.graph["edges_computed"] and graph.number_of_nodes() > 1
     assert graph.number_of_edges() > 0
+
+
+@pytest.mark.parametrize("model_type", [  # two families in the fast suite, all under -m slow
+    t if t in ("gpt2", "gemma2") else pytest.param(t, marks=pytest.mark.slow) for t in MODEL_TYPES])
+def test_zoo_random_then_circuit_on_every_family(model_type, tokenizer, tmp_path, capsys):
+    import json
+    import re
+
+    from conftest import TOKENIZER_FILE
+
+    from sfc_relp.circuit import load_circuit
+    from sfc_relp.cli import main
+
+    assert main(["zoo", "random", "--arch", model_type, "--small", "--width", "256", "--l0", "16",
+                 "--out", str(tmp_path), "--tokenizer", str(TOKENIZER_FILE)]) == 0
+    mean = float(re.search(r"mean ([\d.]+)", capsys.readouterr().out).group(1))
+    assert 12 < mean < 20  # calibrated: a random encoder would fire about 128 of 256
+    model_dir = tmp_path / f"random-{model_type}"
+    config = json.loads((model_dir / "tokenizer_config.json").read_text())
+    assert config["tokenizer_class"] == "PreTrainedTokenizerFast" and config["eos_token"] == "<|endoftext|>"
+    assert main(["circuit", "--model", str(model_dir), "--dictionaries", str(tmp_path / "dictionaries"),
+                 "--dataset", "rc", "--n-examples", "4", "--node-threshold", "1e-5",
+                 "--edge-threshold", "0", "--out", str(tmp_path / "c")]) == 0
+    graph = load_circuit(tmp_path / "c" / f"random-{model_type}_rc_relp.json")
+    assert graph.graph["edges_computed"] and graph.number_of_edges() > 0
