@@ -208,23 +208,27 @@ def _zero_biases(hf):
 
 
 def test_lrp_conservation_with_zero_biases(family, tokenizer):
-    """Biases zeroed, every rule on (AH included): relevance at the embedding = the metric;
-    for gated families the Half-rule is needed for it."""
+    """Biases zeroed, every rule on (AH included), neurons spliced everywhere: the relevance
+    at the embedding and at every resid_l equals the metric, and relevance reaches every
+    node (rules on spliced modules keep the splice); gated families need the Half-rule."""
     model_type, _, batch = family
     arch = architecture_for(random_config(model_type, tokenizer, small=True))
     model = build(model_type, tokenizer, torch.float64, seed=1, **arch.linear_config)
     hf = hf_model(model)
     _zero_biases(hf)
-    dicts = {"embed": neuron_dictionaries(submodules_for(hf.config), 64)["embed"]}
+    dicts = neuron_dictionaries(submodules_for(hf.config), 64)
+    cuts = ["embed"] + [f"resid_{i}" for i in range(hf.config.num_hidden_layers)]
     gaps = {}
     for half in (True, False):
         with composite_for(hf, ah=True, half=half).context(hf):
             run = run_spliced(model, dicts, batch.clean)
-            metric = logit_diff(run.logits, batch)
-            (grad,) = torch.autograd.grad(metric.sum(), [run.nodes["embed"].features])
-            relevance = (grad * run.nodes["embed"].features.detach()).sum((1, 2))
-        gaps[half] = ((relevance - metric.detach()).abs() / metric.detach().abs()).max().item()
+            metric = logit_diff(run.logits, batch).detach()
+            grads = dict(zip(dicts, torch.autograd.grad(
+                logit_diff(run.logits, batch).sum(), [run.nodes[n].features for n in dicts])))
         assert metric.abs().min() > 0
+        assert all(g.abs().max() > 0 for g in grads.values())
+        gaps[half] = max(((grads[n] * run.nodes[n].features.detach()).sum((1, 2)) - metric).abs().max().item()
+                         / metric.abs().min().item() for n in cuts)
     assert gaps[True] < 1e-4, gaps
     if arch.gated_mlp_classes:
         assert gaps[False] > 1e-3, gaps
