@@ -39,8 +39,10 @@ def save_tokenizer(tokenizer, out_dir) -> None:
     tokenizer.backend_tokenizer.save(str(out_dir / "tokenizer.json"))
     special = {k: getattr(tokenizer, k) for k in ("bos_token", "eos_token", "pad_token", "unk_token")
                if getattr(tokenizer, k, None) is not None}
+    # no token_type_ids: GPT-2 would add wte(token_type_ids) to its embeddings under 4.x
     config = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": 2048,
-              "clean_up_tokenization_spaces": False, **special}
+              "clean_up_tokenization_spaces": False, "model_input_names": ["input_ids", "attention_mask"],
+              **special}
     (out_dir / "tokenizer_config.json").write_text(json.dumps(config, indent=1))
 
 

@@ -451,6 +451,7 @@ def test_zoo_random_then_circuit_on_every_family(model_type, tokenizer, tmp_path
     model_dir = tmp_path / f"random-{model_type}"
     config = json.loads((model_dir / "tokenizer_config.json").read_text())
     assert config["tokenizer_class"] == "PreTrainedTokenizerFast" and config["eos_token"] == "<|endoftext|>"
+    assert "token_type_ids" not in config["model_input_names"]  # 4.x GPT-2 would add wte(0)
     assert main(["circuit", "--model", str(model_dir), "--dictionaries", str(tmp_path / "dictionaries"),
                  "--dataset", "rc", "--n-examples", "4", "--node-threshold", "1e-5",
                  "--edge-threshold", "0", "--out", str(tmp_path / "c")]) == 0
