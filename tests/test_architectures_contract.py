@@ -457,3 +457,32 @@ def test_zoo_random_then_circuit_on_every_family(model_type, tokenizer, tmp_path
                  "--edge-threshold", "0", "--out", str(tmp_path / "c")]) == 0
     graph = load_circuit(tmp_path / "c" / f"random-{model_type}_rc_relp.json")
     assert graph.graph["edges_computed"] and graph.number_of_edges() > 0
+
+
+@pytest.mark.parametrize("family_module", ["gemma2", "llama", "gpt2", "gpt_neox"])
+def test_ah_attention_equals_each_family_eager_attention(family_module):
+    """Same outputs as the family's eager attention (grouped-query heads, Gemma-2's scaling and
+    soft-capping at scores large enough for the tanh to bite), with the probabilities detached."""
+    import importlib
+    from types import SimpleNamespace
+
+    from sfc_relp.lrp import _ah_attention
+
+    eager = importlib.import_module(
+        f"transformers.models.{family_module}.modeling_{family_module}").eager_attention_forward
+    grouped = family_module in ("gemma2", "llama")
+    module = SimpleNamespace(num_key_value_groups=2 if grouped else 1, training=False, head_dim=8)
+    torch.manual_seed(0)
+    q = torch.randn(2, 4, 5, 8, dtype=torch.float64, requires_grad=True) * 4
+    k = torch.randn(2, 2 if grouped else 4, 5, 8, dtype=torch.float64) * 4
+    v = torch.randn(2, 2 if grouped else 4, 5, 8, dtype=torch.float64, requires_grad=True)
+    mask = torch.triu(torch.full((5, 5), -1e9, dtype=torch.float64), 1).view(1, 1, 5, 5)
+    kwargs = {"softcap": 5.0} if family_module == "gemma2" else {}
+    expected, _ = eager(module, q, k, v, mask, scaling=0.3, dropout=0.0, **kwargs)
+    got, weights = _ah_attention(module, q, k, v, mask, scaling=0.3, dropout=0.0, **kwargs)
+    assert torch.allclose(got, expected, atol=1e-6) and not weights.requires_grad
+    if kwargs:  # the soft-cap matters at these scores
+        uncapped, _ = _ah_attention(module, q, k, v, mask, scaling=0.3, dropout=0.0)
+        assert not torch.allclose(uncapped, expected, atol=1e-3)
+    (g_q,) = torch.autograd.grad(got.sum(), [q], allow_unused=True)
+    assert g_q is None or g_q.abs().max() == 0  # queries reach the output only through probabilities

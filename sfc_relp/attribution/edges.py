@@ -62,7 +62,8 @@ def edge_pairs(config) -> list[tuple[str, str, str | None]]:
     sequential = architecture_for(config).residual(config) == "sequential"
     pairs = []
     for i in range(config.num_hidden_layers):
-        up, attn, mlp, resid = ("embed" if i == 0 else f"resid_{i - 1}"), f"attn_{i}", f"mlp_{i}", f"resid_{i}"
+        up = "embed" if i == 0 else f"resid_{i - 1}"
+        attn, mlp, resid = f"attn_{i}", f"mlp_{i}", f"resid_{i}"
         pairs.append((up, attn, up))
         if sequential:
             pairs += [(up, mlp, attn), (attn, mlp, attn)]
