@@ -409,6 +409,12 @@ def test_real_configs_on_meta_give_the_expected_submodules(model_type):
     assert len(mapped) == (norms_per_layer + 1) * n + 1  # norms, one activation per layer, final norm
     gated = [c for c in composite.model_rules if isinstance(c, GatedProductCanonizer)]
     assert len(gated) == (model_type not in ("gpt2", "gpt_neox"))
+    from transformers.pytorch_utils import Conv1D
+
+    epsilon = composite_for(model, epsilon=0.1)  # the optional epsilon-rule: every linear map
+    linear = [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Linear, Conv1D))]
+    assert linear and all(epsilon.module_map(n, m) is not None for n, m in linear)
+    assert any(isinstance(m, Conv1D) for _, m in linear) == (model_type == "gpt2")
 
 
 @pytest.mark.slow
