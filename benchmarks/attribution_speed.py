@@ -1,10 +1,14 @@
-"""Attribution cost at Pythia-70M's real shapes: random weights, real tokenizer, 19 SAEs of
-width 32768. Prints wall time and peak memory (resident set growth during the call) for
-node attribution (atp, relp, ig-10), edges (batched, one by one, the reference loop), exact
-patching and a whole circuit, and the ratios measured in the same run. On CUDA it also
+"""Attribution cost at a real model's shapes: random weights, real tokenizer, SAEs of width
+32768 calibrated to ~64 active features per token. Pythia-70M by default; `--arch` picks any
+registered family (GPT-2 small, Qwen2-0.5B, Gemma-2-2B, ... per-layer shapes; `--layers`
+keeps fewer layers). Prints wall time and peak memory (resident set growth during the call)
+for node attribution (atp, relp, ig-10), edges (batched, one by one, the reference loop),
+exact patching and a whole circuit, and the ratios measured in the same run. On CUDA it also
 reports peak GPU memory (torch.cuda.max_memory_allocated) per call.
 
-    python benchmarks/attribution_speed.py [--prompts 8] [--repeats 3] [--down-nodes 32] [--device cuda] [--dtype bfloat16]
+    python benchmarks/attribution_speed.py [--arch gpt_neox] [--layers N] [--prompts 8]
+        [--repeats 3] [--down-nodes 32] [--skip-slow]
+        [--device cuda] [--dtype bfloat16]
 """
 
 from __future__ import annotations
@@ -22,35 +26,14 @@ import torch
 
 warnings.filterwarnings("ignore")
 
-from sfc_relp.architectures import submodules_for  # noqa: E402
 from sfc_relp.attribution import TaskBatch, compute_edges, get_method  # noqa: E402
 from sfc_relp.circuit import discover_circuit  # noqa: E402
 from sfc_relp.datasets import generate  # noqa: E402
 from sfc_relp.loading import load_model  # noqa: E402
-from sfc_relp.random_model import load_tokenizer_file, save_random_model  # noqa: E402
+from sfc_relp.random_model import (calibrate_sparsity, load_tokenizer_file,  # noqa: E402
+                                   random_dictionaries, save_random_model)
 
 TOKENIZER = Path(__file__).resolve().parents[2] / "shared" / "data" / "gpt-neox-20b-tokenizer.json"
-
-
-def random_saes(config, width: int, seed: int = 0) -> dict:
-    from dictionary_learning.dictionary import AutoEncoder
-
-    torch.manual_seed(seed)
-    return {s.name: AutoEncoder(config.hidden_size, width).eval().requires_grad_(False)
-            for s in submodules_for(config)}
-
-
-@torch.no_grad()
-def calibrate_sparsity(model, saes: dict, batch, l0: int) -> None:
-    """Shift each random SAE's encoder bias so about `l0` features fire per token, as in
-    trained SAEs (a random encoder fires half its features, which no real SAE does)."""
-    from sfc_relp.tracing import run_spliced
-
-    run = run_spliced(model, saes, batch.clean, grad=False)
-    for name, ae in saes.items():
-        x = run.nodes[name].input.flatten(0, 1)
-        pre = (x - ae.bias) @ ae.encoder.weight.T + ae.encoder.bias
-        ae.encoder.bias -= torch.quantile(pre.flatten()[:1_000_000].float(), 1 - l0 / ae.dict_size).to(pre.dtype)
 
 
 def reference_loop_edges(saes, clean, patch, feature_grads, error_grads, down: str, ids, up: str):
@@ -127,21 +110,28 @@ def main() -> None:
     parser.add_argument("--tokenizer", default=str(TOKENIZER))
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     parser.add_argument("--dtype", default="float32", help="model and SAE dtype (float32, bfloat16, float16)")
+    parser.add_argument("--arch", default="gpt_neox", help="HF model_type of a registered family")
+    parser.add_argument("--layers", type=int, default=None, help="fewer layers than the real model")
+    parser.add_argument("--skip-slow", action="store_true", help="skip exact patching and the whole circuit")
     args = parser.parse_args()
     from sfc_relp.loading import parse_dtype
 
     dtype = parse_dtype(args.dtype)
 
     tokenizer = load_tokenizer_file(args.tokenizer)
+    overrides = {} if args.layers is None else {"num_hidden_layers": args.layers}
     with tempfile.TemporaryDirectory() as tmp:
-        model = load_model(str(save_random_model(Path(tmp) / "pythia-70m-shape", tokenizer)),
+        model = load_model(str(save_random_model(Path(tmp) / f"{args.arch}-shape", tokenizer,
+                                                  model_type=args.arch, **overrides)),
                            device=args.device, dtype=dtype)
-    saes = {k: v.to(args.device, dtype) for k, v in random_saes(model.config, args.width).items()}
+    saes = {k: v.to(args.device, dtype) for k, v in random_dictionaries(model.config, args.width).items()}
     batch = TaskBatch.from_rows(tokenizer, generate("rc", "test", args.prompts).to_list(), args.device)
-    calibrate_sparsity(model, saes, batch, args.l0)
-    print(f"Pythia-70M shape, random weights, 19 SAEs x {args.width} (L0 ~{args.l0}); {args.prompts} rc prompts "
-          f"of {batch.clean['input_ids'].shape[1]} tokens; torch threads {torch.get_num_threads()}; "
-          f"median of {args.repeats}; device {args.device}"
+    counts = calibrate_sparsity(model, saes, batch.clean, args.l0)
+    c = model.config
+    print(f"{args.arch} shape (d {c.hidden_size}, {c.num_hidden_layers} layers), "
+          f"random weights, {len(saes)} SAEs x {args.width} (measured L0 {sum(counts.values()) / len(counts):.1f}); "
+          f"{args.prompts} rc prompts of {batch.clean['input_ids'].shape[1]} tokens; "
+          f"torch threads {torch.get_num_threads()}; median of {args.repeats}; device {args.device}"
           + (f" ({torch.cuda.get_device_name(torch.device(args.device))})" if "cuda" in args.device else "")
           + f"; {args.dtype}")
 
@@ -160,7 +150,8 @@ def main() -> None:
         times[label], results[label] = timed(fn, args.repeats if "ig" not in label else 1)
     effects = results["node attribution, atp"]
 
-    down = "attn_3"
+    layer = min(3, model.config.num_hidden_layers - 1)
+    down, up = f"attn_{layer}", ("embed" if layer == 0 else f"resid_{layer - 1}")
     top = effects.features[down].abs().topk(args.down_nodes - 1).indices
     down_nodes = {down: torch.cat([top, torch.tensor([-1], device=top.device)])}
     top_nodes = {name: values.abs().topk(4).indices.tolist() + [-1] for name, values in effects.features.items()}
@@ -176,12 +167,14 @@ def main() -> None:
         "  of which VJPs, one by one": lambda: compute_edges(
             model, saes, clean, patch, *grads, down_nodes, chunk=args.down_nodes, batched=False),
         "  reference loop (dense seeds)": lambda: reference_loop_edges(
-            saes, clean, patch, *grads, down, down_nodes[down], "resid_2"),
+            saes, clean, patch, *grads, down, down_nodes[down], up),
         f"exact patching, {n_exact} nodes": lambda: exact.attribute(batch, "sum", nodes=top_nodes),
         "whole relp circuit (~60 nodes, edges)": lambda: discover_circuit(
             model, saes, generate("rc", "test", args.prompts), "relp", node_threshold=threshold,
             edge_threshold=0.0, batch_size=args.prompts, metadata={"model": "pythia-70m-shape"}),
     }
+    if args.skip_slow:
+        later = {k: v for k, v in later.items() if not k.startswith(("exact", "whole"))}
     calls.update(later)
     for label, fn in later.items():
         times[label], results[label] = timed(fn, args.repeats if "VJP" in label else 1)
@@ -189,14 +182,15 @@ def main() -> None:
     loop = results["  of which VJPs, one by one"]
     same = all(torch.allclose(batched.weights[k], loop.weights[k], atol=1e-5, rtol=1e-4)
                for k in loop.weights)
-    same_reference = torch.allclose(batched.weights[("resid_2", down)],
+    same_reference = torch.allclose(batched.weights[(up, down)],
                                     results["  reference loop (dense seeds)"], atol=1e-5, rtol=1e-4)
-    circuit = results["whole relp circuit (~60 nodes, edges)"]
+    circuit = results.get("whole relp circuit (~60 nodes, edges)")
 
     print(f"{'what':<44} {'time':>10}  {'peak RSS growth':>14}" + ("  peak GPU memory" if GPU_PEAKS else ""))
     for label, fn in calls.items():
         row(label, times[label], fn)
-    print(f"(circuit: {circuit.number_of_nodes() - 1} nodes, {circuit.number_of_edges()} edges)")
+    if circuit is not None:
+        print(f"(circuit: {circuit.number_of_nodes() - 1} nodes, {circuit.number_of_edges()} edges)")
     t = lambda key: times[key]
     print(f"ratio relp/atp   {t('node attribution, relp') / t('node attribution, atp'):6.2f}   (target <= 1.15)")
     print(f"ratio ig/relp    {t('node attribution, ig (10 steps)') / t('node attribution, relp'):6.2f}")

@@ -94,12 +94,11 @@ def _combine(sums: list[dict], count: int) -> tuple[list[dict], float]:
 def accumulate_edges(method, batches: list[TaskBatch], down_nodes: dict) -> EdgeEffects:
     """Edge effects into `down_nodes` over several batches, weighted by batch size."""
     total, count = None, 0
-    extra = {"up_nodes": down_nodes} if method.name == "exact" else {}
     mine = distributed.shard(batches)
     distributed.require_shards(len(batches))
     quiet = len(mine) < 2 or not distributed.is_writer()
     for batch in tqdm(mine, desc=f"{method.name} edges", disable=True if quiet else None):
-        edges = method.edges(batch, down_nodes, **extra)
+        edges = method.edges(batch, down_nodes, up_nodes=down_nodes)
         weight = len(batch)
         if total is None:
             total = edges

@@ -114,18 +114,26 @@ def cmd_trace(args) -> None:
 
 
 def cmd_zoo_random(args) -> None:
-    from transformers import AutoConfig
+    """A random-weight model of a registered family plus random SAEs calibrated to ~L0."""
+    from .loading import load_model
+    from .random_model import (calibrate_sparsity, calibration_prompts, load_tokenizer_file,
+                               random_dictionaries, save_random_model, write_dictionaries)
+    from .tracing import tokenize
 
-    from .random_model import load_tokenizer_file, save_random_dictionaries, save_random_model
-
+    if args.width <= args.l0:
+        raise UserError(f"--width {args.width} must exceed --l0 {args.l0}")
     tokenizer = load_tokenizer_file(args.tokenizer)
-    overrides = {}
-    if args.small:
-        overrides = dict(hidden_size=64, num_attention_heads=4, intermediate_size=256)
-    model_dir = save_random_model(f"{args.out}/{args.name}", tokenizer, args.seed, **overrides)
-    config = AutoConfig.from_pretrained(model_dir)
-    root = save_random_dictionaries(f"{args.out}/dictionaries", args.name, config, args.width, args.seed)
+    name = args.name or f"random-{args.arch}"
+    overrides = {} if args.layers is None else {"num_hidden_layers": args.layers}
+    model_dir = save_random_model(f"{args.out}/{name}", tokenizer, args.seed, args.arch,
+                                  args.small, **overrides)
+    model = load_model(str(model_dir))
+    saes = random_dictionaries(model.config, args.width, args.seed)
+    counts = calibrate_sparsity(model, saes, tokenize(model.tokenizer, calibration_prompts()), args.l0)
+    root = write_dictionaries(f"{args.out}/dictionaries", name, model.config, saes)
     print(f"model: {model_dir}\ndictionaries: {root}")
+    print(f"active features per token (target {args.l0}): mean "
+          f"{sum(counts.values()) / len(counts):.1f}, " + ", ".join(f"{k} {v:.1f}" for k, v in counts.items()))
 
 
 def cmd_zoo_train(args) -> None:
@@ -189,20 +197,24 @@ def cmd_circuit(args) -> None:
                 "dtype": _canonical_dtype(args.dtype), "seed": args.seed, "neurons": args.neurons,
                 "dictionaries": "neurons" if args.neurons else str(args.dictionaries or "default"),
                 "dict_id": args.dict_id, "missing": args.missing or "error",
-                "n_examples_requested": args.n_examples, "dataset": args.dataset, "split": "train"}
+                "n_examples_requested": args.n_examples, "dataset": args.dataset, "split": "train",
+                "exact_per_position_sum": args.exact_per_position}
     conflict = settings_conflict(out / f"{name}.json", settings)
     if conflict and not args.force:
         raise UserError(f"{conflict}; pass --force to replace it or choose another --out")
+    if args.exact_per_position and args.method != "exact":
+        raise UserError("--exact-per-position applies to --method exact only")
     annotations = load_annotations(args.annotations)
     model, dictionaries = _load(args)
     data = _task(args, model, args.dataset, "train", args.n_examples)
+    options = {"per_position_sum": True} if args.exact_per_position else {}
     graph = discover_circuit(
         model, dictionaries, data, args.method, args.node_threshold, args.edge_threshold,
         args.aggregation, args.batch_size, metadata={
             **{k: v for k, v in settings.items()
                if k not in ("method", "node_threshold", "edge_threshold", "aggregation")},
             "model": model_short, "model_path": args.model,
-            "missing_dictionaries": _missing_record(args, model, dictionaries)})
+            "missing_dictionaries": _missing_record(args, model, dictionaries)}, **options)
     graph.graph["dictionary_fingerprints"] = {k: fingerprint(v) for k, v in dictionaries.items()}
     if not is_writer():
         return
@@ -458,7 +470,8 @@ def cmd_export(args) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="sfc-relp", description=(
-        "Sparse feature circuits with relevance patching (RelP) for Pythia-architecture models."))
+        "Sparse feature circuits with relevance patching (RelP) for GPT-NeoX, GPT-2, Llama/Qwen2/Mistral "
+        "and Gemma-2 models."))
     parser.add_argument("--version", action="version", version=f"sfc-relp {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -484,6 +497,9 @@ def build_parser() -> argparse.ArgumentParser:
     circuit.add_argument("--node-threshold", type=V.non_negative_float, default=0.1)
     circuit.add_argument("--edge-threshold", type=V.non_negative_float, default=0.01)
     circuit.add_argument("--aggregation", choices=["sum", "none"], default="sum")
+    circuit.add_argument("--exact-per-position", action="store_true",
+                         help="exact node effects under --aggregation sum as the sum of single-position "
+                              "patches (Marks et al.'s code) instead of one patch at every position")
     circuit.add_argument("--n-examples", type=V.positive_int, default=64)
     circuit.add_argument("--batch-size", type=V.positive_int, default=32)
     circuit.add_argument("--out", default="circuits", type=V.output_dir)
@@ -601,13 +617,22 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--json", action="store_true", help="print one JSON object")
     report.set_defaults(func=cmd_zoo_report)
 
-    random_ = zoo_commands.add_parser("random", help="save a random-weight Pythia-70M-shaped model and SAEs")
+    from .architectures import model_types
+
+    random_ = zoo_commands.add_parser("random", help="save a random-weight model of a family and calibrated SAEs")
     random_.add_argument("--out", required=True, type=V.output_dir)
-    random_.add_argument("--name", default="random-pythia", type=V.component)
+    random_.add_argument("--arch", choices=model_types(), default="gpt_neox",
+                         help="model family (HF model_type); real shapes of Pythia-70M, GPT-2 small, "
+                              "Llama-3.2-1B, Qwen2-0.5B, Mistral-7B or Gemma-2-2B unless --small")
+    random_.add_argument("--name", default=None, type=V.component,
+                         help="model directory name (default random-ARCH)")
     random_.add_argument("--tokenizer", default="../shared/data/gpt-neox-20b-tokenizer.json",
                          type=V.existing_file)
     random_.add_argument("--width", type=V.positive_int, default=32768)
-    random_.add_argument("--small", action="store_true", help="d_model 64 instead of Pythia-70M's 512")
+    random_.add_argument("--l0", type=V.positive_int, default=64, help="features firing per token after calibration")
+    random_.add_argument("--layers", type=V.positive_int, default=None,
+                         help="number of layers (default: the real model's)")
+    random_.add_argument("--small", action="store_true", help="d_model 64 toy of the family")
     random_.add_argument("--seed", type=V.non_negative_int, default=0)
     random_.set_defaults(func=cmd_zoo_random)
     return parser

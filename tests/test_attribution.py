@@ -302,3 +302,36 @@ def test_batched_edges_equal_one_by_one(small_model, small_dictionaries, batch, 
     assert expected.abs().sum() > 0
     assert set(batched.weights) == {("resid_1", "attn_2"), ("resid_1", "resid_2"),
                                     ("attn_2", "resid_2"), ("mlp_2", "resid_2")}
+
+
+def test_exact_per_position_sum_is_the_sum_of_single_position_patches(small_model, small_dictionaries, batch):
+    """Marks et al.'s aggregation: one patch per position, effects summed (hand-written hooks)."""
+    name, sub_path = "attn_1", "gpt_neox.layers.1.attention"
+    ae = small_dictionaries[name]
+    clean = run_spliced(small_model, small_dictionaries, batch.clean, grad=False)
+    patch = run_spliced(small_model, small_dictionaries, batch.patch, grad=False)
+    changed = (clean.nodes[name].features != patch.nodes[name].features)
+    index = int(changed.flatten(0, 1).any(0).nonzero()[0])
+    model = hf_model(small_model)
+    with torch.no_grad():
+        base = logit_diff(model(**batch.clean).logits, batch)
+    total = torch.zeros(())
+    for t in range(changed.shape[1]):
+        def hook(_module, _inputs, output, t=t):
+            f = ae.encode(output[0])
+            err = output[0] - ae.decode(f)
+            f = f.clone()
+            f[:, t, index] = patch.nodes[name].features[:, t, index]
+            return (ae.decode(f) + err, *output[1:])
+        handle = resolve_path(model, sub_path).register_forward_hook(hook)
+        try:
+            with torch.no_grad():
+                total = total + (logit_diff(model(**batch.clean).logits, batch) - base).mean()
+        finally:
+            handle.remove()
+    per_position = get_method("exact", small_model, small_dictionaries, per_position_sum=True)
+    all_at_once = get_method("exact", small_model, small_dictionaries)
+    summed = per_position.attribute(batch, "sum", nodes={name: [index]}).features[name][index]
+    joint = all_at_once.attribute(batch, "sum", nodes={name: [index]}).features[name][index]
+    assert torch.allclose(summed, total, atol=1e-5) and abs(float(total)) > 0
+    assert not torch.allclose(summed, joint, atol=1e-7)  # the two aggregations differ here

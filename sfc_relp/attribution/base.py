@@ -126,8 +126,14 @@ class Attribution(abc.ABC):
     def node_effects(self, batch: TaskBatch) -> NodeEffects:
         """Effects per (example, position): features (B, T, width), errors (B, T)."""
 
-    def edges(self, batch: TaskBatch, down_nodes: dict, chunk: int = 64, batched: bool = True):
-        """Edge weights into the listed downstream nodes ({submodule: ids, -1 = error})."""
+    def edges(self, batch: TaskBatch, down_nodes: dict, up_nodes: dict | None = None,
+              chunk: int = 64, batched: bool = True):
+        """Edge weights into the listed downstream nodes ({submodule: ids, -1 = error}).
+
+        One signature for every backend. `up_nodes` names the upstream nodes the caller keeps;
+        gradient backends get every upstream column from the same backward pass and ignore
+        it, exact path patching runs only those.
+        """
         from .edges import compute_edges
 
         check_node_ids(down_nodes, self.dictionaries)

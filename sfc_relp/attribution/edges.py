@@ -3,20 +3,36 @@
 weight(u -> d) = c_d . (d d / d u) . (u_patch - u_clean), summed over positions and averaged
 over examples, where c_d is the downstream node's coefficient from the backend (gradient for
 AtP, mean gradient for IG, LRP coefficient for RelP, whose rules stay active in the
-backward) and the Jacobian is taken at the clean input.
+backward) and the Jacobian is taken at the clean input. `embed` plays resid_{-1};
+resid_last -> y is resid_last's node effect.
 
-Edges for GPT-NeoX's parallel residual, per layer l (embed plays resid_{-1}):
-resid_{l-1} -> attn_l, mlp_l (through the module) and resid_{l-1}, attn_l, mlp_l -> resid_l
-(the residual sum is the identity on each summand: the skip path alone); resid_last -> y is
-resid_last's node effect. A submodule left without a dictionary (`missing="skip"`) is not
-in the graph: pairs touching it are left out, so the graph lacks those edges (its effect
-passes through the skip path unattributed).
+Which pairs are edges comes from the architecture record's residual topology, per layer l:
+
+- parallel (GPT-NeoX): resid_{l-1} -> attn_l, mlp_l (through the module);
+  resid_{l-1}, attn_l, mlp_l -> resid_l (the residual sum is the identity on each summand:
+  the skip path alone).
+- sequential (GPT-2, Llama/Qwen2/Mistral, Gemma-2): resid_{l-1} -> attn_l (through the
+  module); attn_l -> mlp_l and resid_{l-1} -> mlp_l through the mid residual
+  mid = resid_{l-1} + attn_l; resid_{l-1}, attn_l, mlp_l -> resid_l (skip path). The edge
+  resid_{l-1} -> mlp_l is the *direct* one (Marks et al.'s convention): only the path through
+  mid, not resid_{l-1} -> attn_l -> mid, which is the pair of edges resid_{l-1} -> attn_l ->
+  mlp_l. Since mid enters the MLP's norm and attn_l enters mid with the identity, the
+  gradient of mlp_l at attn_l's output is the gradient at mid, and serves both edges.
+  (Gemma-2's attn_l is the post-attention norm's output, so this holds there too.)
+
+Each pair carries `via`, where the upstream's output gradient is read: `up` itself for edges
+through a module (at its error node: d out / d error = I), the name of the mid-residual
+summand (attn_l) for the direct edge into mlp_l, or None for skip edges (at the downstream
+input).
+
+A submodule left without a dictionary (`missing="skip"`) is not in the graph: pairs touching
+it are left out, so the graph lacks those edges (its effect passes through unattributed).
 
 How it is computed: the downstream features are re-encoded through their own encoder rows
 only (`sparse_encode`), all of one submodule's downstream nodes go through one batched
-backward (`is_grads_batched`) to the gradient at the upstream submodule's output (for skip
-edges: at the downstream input), and that gradient meets the upstream decoder only in the
-columns whose features changed between clean and patch (the others have zero weight).
+backward (`is_grads_batched`) to the gradient at the reading site, and that gradient meets
+the upstream decoder only in the columns whose features changed between clean and patch
+(the others have zero weight).
 """
 
 from __future__ import annotations
@@ -25,9 +41,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..architectures import submodules_for
+from ..architectures import architecture_for, submodules_for
 from ..dictionaries import decoder_directions, sparse_encode
-from ..errors import UserError
 
 
 @dataclass
@@ -40,15 +55,24 @@ class EdgeEffects:
     to_output: dict[str, torch.Tensor] = field(default_factory=dict)  # resid_last -> y
 
 
-def edge_pairs(config) -> list[tuple[str, str, bool]]:
-    """(upstream, downstream, through_module) for a parallel-residual GPT-NeoX config."""
-    if not getattr(config, "use_parallel_residual", False):
-        raise UserError("edges are implemented for parallel-residual models (Pythia) only")
+def edge_pairs(config) -> list[tuple[str, str, str | None]]:
+    """(upstream, downstream, via) for every edge of a model, from its residual topology.
+
+    `via` is where the upstream's output gradient is read: a submodule's output (the
+    upstream itself, or attn_l for the direct edge resid_{l-1} -> mlp_l of a sequential
+    model) or None for a skip edge into resid_l.
+    """
+    sequential = architecture_for(config).residual(config) == "sequential"
     pairs = []
     for i in range(config.num_hidden_layers):
         up = "embed" if i == 0 else f"resid_{i - 1}"
-        pairs += [(up, f"attn_{i}", True), (up, f"mlp_{i}", True), (up, f"resid_{i}", False),
-                  (f"attn_{i}", f"resid_{i}", False), (f"mlp_{i}", f"resid_{i}", False)]
+        attn, mlp, resid = f"attn_{i}", f"mlp_{i}", f"resid_{i}"
+        pairs.append((up, attn, up))
+        if sequential:
+            pairs += [(up, mlp, attn), (attn, mlp, attn)]
+        else:
+            pairs.append((up, mlp, up))
+        pairs += [(up, resid, None), (attn, resid, None), (mlp, resid, None)]
     return pairs
 
 
@@ -84,19 +108,19 @@ def compute_edges(model, dictionaries, clean, patch, feature_grads: dict, error_
     result = EdgeEffects(down_nodes={k: torch.as_tensor(v, dtype=torch.long)
                                      for k, v in down_nodes.items()})
     upstream = _UpstreamDeltas(dictionaries, clean, patch)
-    by_down: dict[str, list[tuple[str, bool]]] = {}
-    for up, down, through in edge_pairs(model.config):
+    by_down: dict[str, list[tuple[str, str | None]]] = {}
+    for up, down, via in edge_pairs(model.config):
         if up not in dictionaries or down not in dictionaries:
             continue
-        by_down.setdefault(down, []).append((up, through))
+        by_down.setdefault(down, []).append((up, via))
     for down, ups in by_down.items():
         ids = result.down_nodes.get(down)
         if ids is None or len(ids) == 0:
             continue
         node, ae = clean.nodes[down], dictionaries[down]
-        # where each upstream's output gradient is read: its error node (d out / d error = I)
-        # for edges through the module, the downstream input for skip edges
-        targets = [clean.nodes[up].error if through else node.input for up, through in ups]
+        # where each upstream's output gradient is read: an error node (d out / d error = I)
+        # for edges through a module, the downstream input for skip edges
+        targets = [clean.nodes[via].error if via is not None else node.input for _, via in ups]
         rows = {up: [] for up, _ in ups}
         features = ids[ids >= 0]
         for start in range(0, len(features), chunk):
@@ -139,7 +163,7 @@ class _UpstreamDeltas:
             d_f = self.patch.nodes[name].features - node.features.detach()
             d_e = self.patch.nodes[name].error - node.error.detach()
             changed = torch.nonzero((d_f != 0).flatten(0, 1).any(0)).flatten()
-            directions = decoder_directions(self.dictionaries[name], changed).detach()
+            directions = decoder_directions(self.dictionaries[name], changed).detach().to(d_f.dtype)
             self.cache[name] = (d_f, d_e, changed, directions, d_f[..., changed])
         return self.cache[name]
 

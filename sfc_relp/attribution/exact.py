@@ -1,9 +1,13 @@
 """Exact activation patching: the ground truth, many nodes per batched forward.
 
 A node is one feature (or the error) of one submodule, patched to its patch-run value at
-every position (aggregation 'sum') or at one position (aggregation 'none'); its effect is
-m(clean with that node patched) - m(clean). Nodes whose value is the same in both runs have
-effect exactly 0 and are not run. Each forward holds `chunk` patched copies of the batch.
+every position at once (aggregation 'sum', the default) or at one position (aggregation
+'none'); its effect is m(clean with that node patched) - m(clean). With
+`per_position_sum=True`, aggregation 'sum' is instead the sum over positions of
+single-position patches, as Marks et al.'s code computes it; the two differ when a node
+changes at more than one position and the model is not linear in it. Nodes whose value is
+the same in both runs have effect exactly 0 and are not run. Each forward holds `chunk`
+patched copies of the batch. Exact edges (path patching) patch at all positions at once.
 """
 
 from __future__ import annotations
@@ -23,15 +27,18 @@ class ExactPatching(Attribution):
     name = "exact"
 
     def __init__(self, model, dictionaries, metric=logit_diff, chunk: int = 64,
-                 progress: bool = False):
+                 progress: bool = False, per_position_sum: bool = False):
         super().__init__(model, dictionaries, metric)
         self.chunk = chunk
         self.progress = progress
+        self.per_position_sum = per_position_sum
 
     def attribute(self, batch: TaskBatch, aggregation: str = "sum", nodes: dict | None = None) -> NodeEffects:
         """Exact effects; `nodes` = {submodule: feature ids, -1 = error} restricts what runs."""
         if aggregation not in AGGREGATIONS:
             raise UserError(f"unknown aggregation {aggregation!r}; use sum or none")
+        if aggregation == "sum" and self.per_position_sum:
+            return self.attribute(batch, "none", nodes).aggregate("sum")
         with torch.no_grad():
             clean = self.run(batch.clean, grad=False)
             patch = self.run(batch.patch, grad=False)
@@ -59,11 +66,12 @@ class ExactPatching(Attribution):
         return self.attribute(batch, "none")
 
     def edges(self, batch: TaskBatch, down_nodes: dict, up_nodes: dict | None = None,
-              chunk: int | None = None, batched: bool = True):
+              chunk: int = 64, batched: bool = True):
         """Exact (path-patching) edge weights into `down_nodes`, from `up_nodes` when given.
 
         Costs one forward per (upstream, downstream) pair (batched `chunk` at a time): pass the
-        circuit's nodes as `up_nodes` on large models. `batched` is accepted for the common signature.
+        circuit's nodes as `up_nodes` on large models. `batched` is accepted for the common
+        signature. Patches are at all positions at once (see the module docstring).
         """
         from .edges import EdgeEffects, edge_pairs
 
@@ -72,12 +80,12 @@ class ExactPatching(Attribution):
         with torch.no_grad():
             state = _ExactEdges(self, batch)
             result = EdgeEffects(down_nodes={k: torch.as_tensor(v) for k, v in down_nodes.items()})
-            for up, down, through in edge_pairs(self.model.config):
+            for up, down, via in edge_pairs(self.model.config):
                 if up not in self.dictionaries or down not in self.dictionaries:
                     continue  # a submodule left out (missing="skip") has no edges
                 if down in result.down_nodes and len(result.down_nodes[down]):
                     wanted = None if up_nodes is None else up_nodes.get(up, [])
-                    result.weights[(up, down)] = state.weights(up, down, through,
+                    result.weights[(up, down)] = state.weights(up, down, via,
                                                                result.down_nodes[down], wanted)
             last = submodules_for(self.model.config)[-1].name
             if last not in self.dictionaries:
@@ -141,8 +149,11 @@ class _ExactEdges:
     """Path patching for edges: weight(u -> d) = m(clean with only d set to the value it takes
     when u is patched along the edge u -> d) - m(clean), averaged over examples.
 
-    Along the edge means: through the module for resid_{l-1} -> attn_l, mlp_l (nothing else
-    lies between them), and through the residual sum alone (the skip path) into resid_l.
+    Along the edge means: through the module when `via` is the upstream itself (nothing else
+    lies between them); into the mid residual alone when `via` is another submodule (the
+    direct edge resid_{l-1} -> mlp_l of a sequential model: u's decoded change is added to
+    attn_l's output, which enters mid with the identity, so attn_l itself is not changed);
+    through the residual sum alone (the skip path) into resid_l when `via` is None.
     """
 
     def __init__(self, method: "ExactPatching", batch: TaskBatch):
@@ -159,46 +170,50 @@ class _ExactEdges:
             [int(i) for i in torch.as_tensor(wanted).flatten().tolist() if i < 0 or changed[int(i)]]
         return [i for i in ids if i >= 0] + [ERROR]
 
-    def downstream_values(self, up: str, down: str, through: bool, ups: list[int]):
+    def _shift(self, up: str, u: int) -> torch.Tensor:
+        """How u's patch changes its submodule's output (B, T, d)."""
+        clean_up, patch_up = self.clean.nodes[up], self.patch.nodes[up]
+        if u == ERROR:
+            return patch_up.error - clean_up.error
+        delta = (patch_up.features[..., u] - clean_up.features[..., u]).unsqueeze(-1)
+        direction = decoder_directions(self.method.dictionaries[up], torch.tensor([u]))[0]
+        return delta * direction.to(delta.dtype)
+
+    def downstream_values(self, up: str, down: str, via: str | None, ups: list[int]):
         """D's (features, error) when each u in `ups` is patched along the edge: lists per u."""
         dicts = self.method.dictionaries
-        clean_up, patch_up = self.clean.nodes[up], self.patch.nodes[up]
+        patch_up = self.patch.nodes[up]
         values = []
-        if not through:
+        if via is None:
             x = self.clean.nodes[down].input
-            for u in ups:
-                if u == ERROR:
-                    shift = patch_up.error - clean_up.error
-                else:
-                    delta = (patch_up.features[..., u] - clean_up.features[..., u]).unsqueeze(-1)
-                    shift = delta * decoder_directions(dicts[up], [u])[0]
-                values.append(_encode_node(dicts[down], x + shift))
-            return values
+            return [_encode_node(dicts[down], x + self._shift(up, u)) for u in ups]
         n = len(self.batch)
         for start in range(0, len(ups), self.method.chunk):
             group = ups[start:start + self.method.chunk]
 
             def edit(sub, features, error, group=group):
-                if sub.name != up:
+                if sub.name != via:
                     return None
                 features, error = features.clone(), error.clone()
                 for copy, u in enumerate(group):
                     rows = slice(copy * n, (copy + 1) * n)
-                    if u == ERROR:
+                    if via != up:  # into the mid residual: add u's change to via's output
+                        error[rows] = error[rows] + self._shift(up, u)
+                    elif u == ERROR:
                         error[rows] = patch_up.error
                     else:
                         features[rows, :, u] = patch_up.features[:, :, u]
                 return features, error
             run = self.method.run(self.batch.repeat(len(group)).clean, grad=False, edit=edit,
-                                  dictionaries={up: dicts[up], down: dicts[down]})
+                                  dictionaries={up: dicts[up], via: dicts[via], down: dicts[down]})
             node = run.nodes[down]
             values += [(node.features[c * n:(c + 1) * n], node.error[c * n:(c + 1) * n])
                        for c in range(len(group))]
         return values
 
-    def weights(self, up: str, down: str, through: bool, down_ids, up_ids) -> torch.Tensor:
+    def weights(self, up: str, down: str, via: str | None, down_ids, up_ids) -> torch.Tensor:
         ups = self.up_candidates(up, up_ids)
-        values = self.downstream_values(up, down, through, ups)
+        values = self.downstream_values(up, down, via, ups)
         pairs = [(row, col, d, u) for row, d in enumerate(torch.as_tensor(down_ids).tolist())
                  for col, u in enumerate(ups)]
         width = self.clean.nodes[up].features.shape[-1]

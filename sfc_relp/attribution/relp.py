@@ -1,7 +1,8 @@
 """Relevance patching (the seed paper): AtP with the gradient replaced by LRP coefficients.
 
-The clean forward runs under the architecture's LRP composite, so the one backward pass
-propagates relevance with the LN-, Identity- and 0-rules (AH optional); the rules leave the
+The clean forward runs under the model family's LRP composite (`lrp.composite_for`, built
+from its architecture record), so the one backward pass propagates relevance with the LN-,
+Identity-, Half- (gated MLPs) and 0-rules (epsilon and AH optional); the rules leave the
 forward unchanged and are removed when the call returns.
 """
 
