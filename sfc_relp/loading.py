@@ -55,12 +55,29 @@ def model_name(model) -> str:
     return getattr(hf, "sfc_relp_name", None) or Path(hf.config.name_or_path).name
 
 
+def _plain_fast_tokenizer(config_file: Path) -> bool:
+    """Whether a tokenizer_config.json names the generic fast tokenizer class."""
+    import json
+
+    try:
+        config = json.loads(config_file.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and config.get("tokenizer_class") in ("PreTrainedTokenizerFast",
+                                                                          "TokenizersBackend")
+
+
 def _load_tokenizer(path: str):
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
     tokenizer_file = Path(path) / "tokenizer.json"
-    if tokenizer_file.is_file() and not (Path(path) / "tokenizer_config.json").is_file():
+    config_file = Path(path) / "tokenizer_config.json"
+    if tokenizer_file.is_file() and not config_file.is_file():
         tok = PreTrainedTokenizerFast(tokenizer_file=str(tokenizer_file))
+    elif _plain_fast_tokenizer(config_file):
+        # a plain tokenizers file: AutoTokenizer would pick the model family's own class
+        # (e.g. Qwen2Tokenizer), which rebuilds its pre-tokenizer and breaks a word-level vocabulary
+        tok = PreTrainedTokenizerFast.from_pretrained(path, local_files_only=True)
     else:
         tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
     for special in ("bos_token", "eos_token", "pad_token"):

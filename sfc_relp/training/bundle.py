@@ -27,6 +27,7 @@ from tqdm import tqdm
 from .. import __version__
 from ..architectures import submodules_for
 from ..errors import UserError
+from ..random_model import save_tokenizer
 from .corpus import build_corpus, vocabulary_words
 from .language_model import DEFAULT_NAMES, tiny_config, train_language_model
 from .saes import collect_activations, save_sae, train_sae
@@ -178,7 +179,7 @@ def train_bundle(model_dir, dictionary_root=None, name: str | None = None, budge
                                      seed=seed, progress=progress, arch=arch)
         log(f"{arch} language model trained in {time.time() - started:.0f}s")
         model.save_pretrained(staged_model)
-        tokenizer.save_pretrained(staged_model)
+        save_tokenizer(tokenizer, staged_model)
         (staged_model / MANIFEST).write_text(_manifest("model", name, budget, seed))
         acts = collect_activations(model, tokenizer, build_corpus(settings["sae_sentences"], seed + 1))
         for i, sub in enumerate(tqdm(subs, desc="SAEs", disable=None if progress else True)):
