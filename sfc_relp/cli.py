@@ -114,7 +114,15 @@ def cmd_trace(args) -> None:
 
 
 def cmd_zoo_random(args) -> None:
-    """A random-weight model of a registered family plus random SAEs calibrated to ~L0."""
+    """A random-weight model of a registered family plus random SAEs calibrated to ~L0.
+
+    Both are written under a staging directory in --out and renamed into place together, so a
+    failure leaves nothing behind; an existing non-empty target is refused, never replaced.
+    """
+    import shutil
+    from pathlib import Path
+
+    from .files import apply_umask, stage_dir, swap_in
     from .loading import load_model
     from .random_model import (calibrate_sparsity, calibration_prompts, load_tokenizer_file,
                                random_dictionaries, save_random_model, write_dictionaries)
@@ -122,16 +130,31 @@ def cmd_zoo_random(args) -> None:
 
     if args.width <= args.l0:
         raise UserError(f"--width {args.width} must exceed --l0 {args.l0}")
-    tokenizer = load_tokenizer_file(args.tokenizer)
     name = args.name or f"random-{args.arch}"
+    out = Path(args.out)
+    targets = (out / name, out / "dictionaries" / name)
+    for target in targets:
+        if target.exists() and (not target.is_dir() or any(target.iterdir())):
+            raise UserError(f"{target} already exists; choose another --out or --name")
+    tokenizer = load_tokenizer_file(args.tokenizer)
     overrides = {} if args.layers is None else {"num_hidden_layers": args.layers}
-    model_dir = save_random_model(f"{args.out}/{name}", tokenizer, args.seed, args.arch,
-                                  args.small, **overrides)
-    model = load_model(str(model_dir))
-    saes = random_dictionaries(model.config, args.width, args.seed)
-    counts = calibrate_sparsity(model, saes, tokenize(model.tokenizer, calibration_prompts()), args.l0)
-    root = write_dictionaries(f"{args.out}/dictionaries", name, model.config, saes)
-    print(f"model: {model_dir}\ndictionaries: {root}")
+    staging = stage_dir(out / name)
+    try:
+        model_dir = save_random_model(staging / name, tokenizer, args.seed, args.arch, args.small,
+                                      **overrides)
+        model = load_model(str(model_dir))
+        saes = random_dictionaries(model.config, args.width, args.seed)
+        counts = calibrate_sparsity(model, saes, tokenize(model.tokenizer, calibration_prompts()), args.l0)
+        write_dictionaries(staging / "dictionaries", name, model.config, saes)
+        apply_umask(staging)
+        targets[1].parent.mkdir(exist_ok=True)
+        for target in targets:
+            if target.is_dir():
+                target.rmdir()  # empty, checked above
+        swap_in([(staging / name, targets[0]), (staging / "dictionaries" / name, targets[1])])
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    print(f"model: {targets[0]}\ndictionaries: {out / 'dictionaries'}")
     print(f"active features per token (target {args.l0}): mean "
           f"{sum(counts.values()) / len(counts):.1f}, " + ", ".join(f"{k} {v:.1f}" for k, v in counts.items()))
 

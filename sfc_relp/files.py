@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -115,3 +116,46 @@ class StagedFiles:
                 directory.rmdir()
             except OSError:
                 break
+
+
+def stage_dir(target: Path) -> Path:
+    """An empty temporary directory beside `target` (same filesystem, so renames are atomic)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".staging"))
+
+
+def swap_in(pairs: list[tuple[Path, Path]]) -> None:
+    """Rename each staged directory onto its target, all or none.
+
+    Each existing target is first renamed aside; if any rename fails, the new directories are
+    moved back out and the previous ones restored, then the error is raised. The previous
+    directories are deleted only once every swap succeeded.
+    """
+    done: list[tuple[Path, Path, Path | None]] = []
+    try:
+        for staged, target in pairs:
+            aside = None
+            if target.exists():
+                aside = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.",
+                                              suffix=".previous"))
+                os.rmdir(aside)
+                os.replace(target, aside)
+            done.append((staged, target, aside))
+            os.replace(staged, target)
+    except BaseException:
+        for staged, target, aside in reversed(done):
+            if target.exists() and not staged.exists():
+                os.replace(target, staged)
+            if aside is not None and aside.exists():
+                os.replace(aside, target)
+        raise
+    for _, _, aside in done:
+        if aside is not None:
+            shutil.rmtree(aside)
+
+
+def apply_umask(root: Path) -> None:
+    """mkdtemp makes 0700 directories: give the tree the modes the umask allows."""
+    mask = _umask()
+    for path in [root, *root.rglob("*")]:
+        os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)

@@ -426,3 +426,30 @@ def test_disk_full_mid_run_is_one_line_and_leaves_no_file(tmp_path, small_bundle
     err = capsys.readouterr().err
     assert err == "sfc-relp: error: No space left on device\n"
     assert [p.name for p in out.iterdir()] == ["keep.txt"]  # the staged CSV is gone too
+
+
+def test_zoo_random_writes_all_or_nothing_and_never_replaces(tmp_path, monkeypatch, capsys):
+    from conftest import TOKENIZER_FILE
+
+    if not TOKENIZER_FILE.is_file():
+        pytest.skip(f"real GPT-NeoX tokenizer not found at {TOKENIZER_FILE}")
+    import sfc_relp.random_model as random_model
+
+    out = tmp_path / "out"
+    (out / "keep.txt").parent.mkdir()
+    (out / "keep.txt").write_text("mine")
+    args = ["zoo", "random", "--arch", "gpt_neox", "--small", "--layers", "1", "--width", "64",
+            "--l0", "8", "--tokenizer", str(TOKENIZER_FILE), "--out", str(out)]
+
+    def broken(*_args, **_kwargs):
+        raise OSError(28, "No space left on device")
+    with monkeypatch.context() as patch:
+        patch.setattr(random_model, "write_dictionaries", broken)
+        assert main(args) == 1
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]  # no model, no staging left
+    assert main(args) == 0
+    assert (out / "random-gpt_neox" / "config.json").is_file()
+    assert len(list((out / "dictionaries" / "random-gpt_neox").rglob("ae.pt"))) == 4
+    capsys.readouterr()
+    assert main(args) == 1  # an existing model directory is refused, not replaced
+    assert "already exists" in capsys.readouterr().err

@@ -17,7 +17,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from tqdm import tqdm
 from .. import __version__
 from ..architectures import submodules_for
 from ..errors import UserError
+from ..files import apply_umask, stage_dir, swap_in
 from ..random_model import save_tokenizer
 from .corpus import build_corpus, vocabulary_words
 from .language_model import DEFAULT_NAMES, tiny_config, train_language_model
@@ -81,53 +81,9 @@ def check_target(target, kind: str, force: bool = False) -> None:
                     "empty directory, or pass --force to replace it")
 
 
-def _stage_dir(target: Path) -> Path:
-    """An empty temporary directory beside `target` (same filesystem, so renames are atomic)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".staging"))
-
-
-def _swap_in(pairs: list[tuple[Path, Path]]) -> None:
-    """Rename each staged directory onto its target, all or none.
-
-    Each existing target is first renamed aside; if any rename fails, the new directories are
-    moved back out and the previous ones restored, then the error is raised. The previous
-    directories are deleted only once every swap succeeded.
-    """
-    done: list[tuple[Path, Path, Path | None]] = []
-    try:
-        for staged, target in pairs:
-            aside = None
-            if target.exists():
-                aside = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.",
-                                              suffix=".previous"))
-                os.rmdir(aside)
-                os.replace(target, aside)
-            done.append((staged, target, aside))
-            os.replace(staged, target)
-    except BaseException:
-        for staged, target, aside in reversed(done):
-            if target.exists() and not staged.exists():
-                os.replace(target, staged)
-            if aside is not None and aside.exists():
-                os.replace(aside, target)
-        raise
-    for _, _, aside in done:
-        if aside is not None:
-            shutil.rmtree(aside)
-
-
 def _manifest(kind: str, name: str, budget: str, seed: int) -> str:
     return json.dumps({"written_by": "sfc-relp zoo train", "kind": kind, "name": name,
                        "budget": budget, "seed": seed, "tool_version": __version__}, indent=1) + "\n"
-
-
-def _apply_umask(root: Path) -> None:
-    """mkdtemp makes 0700 directories: give the tree the modes the umask allows."""
-    mask = os.umask(0)
-    os.umask(mask)
-    for path in [root, *root.rglob("*")]:
-        os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
 
 
 def circuit_submodules(config, arch: str) -> list:
@@ -165,14 +121,14 @@ def train_bundle(model_dir, dictionary_root=None, name: str | None = None, budge
         check_target(dict_dir, "dictionaries", force)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     started = time.time()
-    staged_model = _stage_dir(model_dir)  # before training: an unwritable target fails fast
+    staged_model = stage_dir(model_dir)  # before training: an unwritable target fails fast
     staged_dicts = None
     try:
         if dict_dir is None:
             staged_dicts = staged_model / "dictionaries"
             staged_dicts.mkdir()
         else:
-            staged_dicts = _stage_dir(dict_dir)
+            staged_dicts = stage_dir(dict_dir)
         sentences = build_corpus(settings["n_sentences"], seed)
         log(f"corpus: {len(sentences)} sentences, vocabulary {len(tokenizer)}")
         model = train_language_model(tokenizer, sentences, settings["lm_steps"], settings["lm_batch"],
@@ -191,12 +147,12 @@ def train_bundle(model_dir, dictionary_root=None, name: str | None = None, budge
         (staged_dicts / name).rmdir()
         (staged_dicts / MANIFEST).write_text(_manifest("dictionaries", name, budget, seed))
         log(f"{len(subs)} SAEs trained, {time.time() - started:.0f}s in all")
-        _apply_umask(staged_model)
+        apply_umask(staged_model)
         pairs = [(staged_model, model_dir)]
         if dict_dir is not None:
-            _apply_umask(staged_dicts)
+            apply_umask(staged_dicts)
             pairs.append((staged_dicts, dict_dir))
-        _swap_in(pairs)
+        swap_in(pairs)
     finally:
         for staged in (staged_model, staged_dicts):
             if staged is not None and staged.exists():
