@@ -351,7 +351,6 @@ def cmd_fidelity(args) -> None:
     import json
     from pathlib import Path
 
-    from .architectures import architecture_for
     from .distributed import is_writer
     from .fidelity_table import table_rows, write_table
     from .loading import bundled_models
@@ -368,7 +367,7 @@ def cmd_fidelity(args) -> None:
         args.model = name
         model, dictionaries = _load(args)
         run, result, nodes, paths = _fidelity_one(args, model, dictionaries, methods, components, out)
-        results.append({"model": run.model, "family": architecture_for(model.config).name,
+        results.append({"model": run.model, "family": model.config.model_type,
                         "correlations": result})
         summary[run.model] = {m: {**{c: v["prompt_averaged"] for c, v in result[m].items()},
                                   **({"sae_nodes": nodes[m]} if nodes else {})} for m in methods}
