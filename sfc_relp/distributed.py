@@ -171,10 +171,8 @@ def guard():
         raise
     except BaseException:
         if active():
-            try:
+            with contextlib.suppress(Exception):  # peers may be gone; the original error matters
                 _status(True)
-            except Exception:  # peers may already be gone; the original error matters
-                pass
         raise
     else:
         check_peers()

@@ -110,18 +110,8 @@ class TopK(Activation):
         return f"topk k={self.k}"
 
 
-class GroupMax(Activation):
+class GroupMax(TopK):
     """sparsify's groupmax: the features split into k equal groups, the largest of each kept."""
-
-    per_token = True
-
-    def __init__(self, b_enc: torch.Tensor, k: int):
-        super().__init__()
-        self.register_buffer("b_enc", b_enc)
-        self.k = int(k)
-
-    def values(self, lin, ids=None):
-        return torch.relu(lin + _pick(self.b_enc, ids))
 
     def select(self, values):
         groups = values.unflatten(-1, (self.k, -1))
