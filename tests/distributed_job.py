@@ -54,10 +54,9 @@ def fidelity(n_prompts: int, node_prompts: int) -> dict:
 
     model = load_model()
     rows = load_task("ioi", "test", n_prompts, tokenizer=model.tokenizer).to_list()
-    batch = TaskBatch.from_rows(model.tokenizer, rows)
     nodes = node_fidelity(model, dictionaries_for(model),
                           TaskBatch.from_rows(model.tokenizer, rows[:node_prompts]), ("atp",))
-    return {"components": component_fidelity(model, batch, ("atp", "relp")), "nodes": nodes}
+    return {"components": component_fidelity(model, rows, ("atp", "relp")), "nodes": nodes}
 
 
 def main() -> int:
