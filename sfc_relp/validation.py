@@ -12,38 +12,32 @@ import os
 from pathlib import Path
 
 
-def _number(text: str, kind, what: str):
+def _number(text: str, kind, what: str, minimum, too_small: str):
+    """`text` parsed as `kind`, finite and at least `minimum`, else a one-line argparse error."""
     try:
         value = kind(text)
     except (TypeError, ValueError):
         raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
     if isinstance(value, float) and not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"{too_small}, got {text if kind is float else value}")
     return value
 
 
 def positive_int(text: str) -> int:
     """An integer >= 1 (counts, sizes, steps)."""
-    value = _number(text, int, "a positive integer")
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+    return _number(text, int, "a positive integer", 1, "must be at least 1")
 
 
 def non_negative_int(text: str) -> int:
     """An integer >= 0 (0 meaning 'none', where the flag's help says so)."""
-    value = _number(text, int, "a non-negative integer")
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be non-negative (0 or more), got {value}")
-    return value
+    return _number(text, int, "a non-negative integer", 0, "must be non-negative (0 or more)")
 
 
 def non_negative_float(text: str) -> float:
     """A finite number >= 0 (thresholds)."""
-    value = _number(text, float, "a number")
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be non-negative (0 or more), got {text}")
-    return value
+    return _number(text, float, "a number", 0, "must be non-negative (0 or more)")
 
 
 def threshold_list(text: str) -> list[float]:
